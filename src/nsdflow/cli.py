@@ -1,0 +1,388 @@
+"""``nsdflow``: the command line behind every workflow rule, usable by hand.
+
+Each workflow rule runs one of these subcommands (``snakemake -p`` prints the exact command),
+so any step can be rerun, debugged or timed outside Snakemake. ``nsdflow --help`` lists them;
+``nsdflow <command> --help`` describes each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("nsdflow")
+
+
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    """``key=value`` arguments to a dict."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=PATH, got {item!r}")
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def cmd_demo(a):
+    import shutil
+
+    from .demo import DemoConfig, generate
+
+    for folder in (Path(a.root), Path(a.withheld)):
+        if folder.exists() and any(folder.iterdir()):
+            if not (folder / ".nsdflow-demo").exists():
+                raise ValueError(f"{folder} exists and was not written by `nsdflow demo`; refusing to overwrite it")
+            shutil.rmtree(folder)  # a changed demo config must not leave stale subjects behind
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".nsdflow-demo").touch()
+    cfg = DemoConfig(seed=a.seed, n_subjects=a.subjects, n_train=a.n_train, n_test=a.n_test, n_shared=a.n_shared,
+                     image_size=a.image_size, roi_dropout=a.roi_dropout)
+    manifest = generate(a.root, a.withheld, cfg)
+    print(f"demo dataset: {len(manifest['subjects'])} subjects, {manifest['n_unique_images']} unique images -> {a.root}")
+
+
+def cmd_validate_data(a):
+    from .data import list_subjects, validate_subject
+    from .io import atomic_write_json
+
+    from .layout import ROI_CLASSES
+
+    subjects = a.subject or list_subjects(a.root)
+    classes = tuple(ROI_CLASSES) if a.roi_classes is None else tuple(a.roi_classes)
+    for subject in subjects:
+        t0 = time.time()
+        summary = validate_subject(a.root, subject, roi_classes=classes, check_finite=not a.no_finite_check)
+        nv = ", ".join(f"{h} {n}" for h, n in summary.n_vertices.items())
+        print(f"{summary.subject}: {summary.n_train} training images, {summary.n_test} test images, "
+              f"vertices {nv} - OK ({time.time() - t0:.1f} s)")
+        if a.json:
+            atomic_write_json(a.json if len(subjects) == 1 else Path(a.json) / f"{summary.subject}.json",
+                              summary.to_dict())
+
+
+def cmd_index_images(a):
+    from .images import build_index
+    from .io import save_table
+
+    index = build_index(a.root, a.subjects)
+    save_table(index, a.out)
+    print(f"{len(index)} images, {index['nsd_id'].nunique()} unique NSD ids -> {a.out}")
+
+
+def cmd_cache_images(a):
+    from .images import build_image_cache, read_index
+
+    info = build_image_cache(read_index(a.index), a.store, a.manifest, size=a.size, chunk=a.chunk, workers=a.workers)
+    print(f"{info['n_images']} images at {info['size']} px -> {a.store}")
+
+
+def cmd_extract(a):
+    from .features.extract import extract_features
+
+    info = extract_features(a.name, a.spec, a.images, a.store, a.manifest, device=a.device, threads=a.threads)
+    print(f"{a.name}: {info['n_images']} images, layers {', '.join(info['layers'])} "
+          f"({info['images_per_second']} images/s on {info['device']})")
+
+
+def cmd_split(a):
+    from .io import atomic_write_json, read_json
+    from .split import make_split
+
+    summary = read_json(a.summary)
+    split = make_split(summary["n_train"], a.fraction, a.seed, summary["subject"])
+    atomic_write_json(a.out, split)
+
+
+def cmd_regions(a):
+    from .regions import region_table, save_region_table
+
+    table = region_table(a.root, a.subject, a.hemi, a.classes)
+    save_region_table(table, a.out)
+    counts = table["region"].value_counts()
+    print(f"{a.subject} {a.hemi}: {len(table)} vertices in {counts.size} regions")
+
+
+def cmd_design(a):
+    from .readouts.pipeline import build_design
+
+    build_design(a.spec["features"], a.spec["readout"], a.spec.get("params", {}), a.summary, a.split,
+                 _pairs(a.store), a.out)
+
+
+def cmd_fit(a):
+    from .readouts.pipeline import fit_region
+
+    fit_region(a.spec["readout"], a.spec.get("params", {}), a.design, a.data, a.subject, a.hemi, a.regions, a.region,
+               a.out)
+
+
+def cmd_merge(a):
+    from .evaluate import merge_predictions
+    from .io import read_json
+
+    n_vertices = read_json(a.summary)["n_vertices"][a.hemi]
+    merge_predictions(a.fits, n_vertices, a.out)
+
+
+def cmd_score_hemi(a):
+    from .evaluate import score_hemisphere
+
+    table = score_hemisphere(a.pred, a.data, a.withheld, a.subject, a.hemi, a.regions, a.split, a.out)
+    msg = f"{a.subject} {a.hemi}: mean r {table['r_val'].fillna(0).mean():.4f} (val)"
+    if "score_val" in table:
+        msg += f", score {table['score_val'].mean():.2f}"
+    print(msg)
+
+
+def cmd_score(a):
+    """Public scoring: arrays in, JSON out."""
+    import numpy as np
+
+    from .scoring import noise_ceiling_fraction, noise_normalized_score, pearson_columns
+
+    pred, true = np.load(a.pred), np.load(a.true)
+    r = pearson_columns(true, pred)
+    out = {"n_images": int(true.shape[0]), "n_vertices": int(r.size), "mean_r": float(np.nan_to_num(r).mean()),
+           "median_r": float(np.median(np.nan_to_num(r))), "n_constant": int(np.isnan(r).sum())}
+    if a.noise_ceiling:
+        nc, unit = noise_ceiling_fraction(np.load(a.noise_ceiling))
+        if nc.shape != r.shape:
+            raise ValueError(f"{a.noise_ceiling}: {nc.size} noise ceilings for {r.size} vertices")
+        out["noise_ceiling_unit"] = unit
+        out["score"] = float(noise_normalized_score(r, nc).mean())
+    if a.per_vertex:
+        np.save(a.per_vertex, r)
+    text = json.dumps(out, indent=2)
+    if a.out:
+        from .io import atomic_write_text
+
+        atomic_write_text(a.out, text + "\n")
+    print(text)
+
+
+def cmd_summarize(a):
+    import pandas as pd
+
+    from .evaluate import load_vertex_tables, summarize, write_summaries
+    from .io import atomic_write_json
+
+    paths = {tuple(k.split(":")): v for k, v in _pairs(a.vertices).items()}
+    tables = summarize(load_vertex_tables(paths), a.classes)
+    write_summaries(tables, a.outdir)
+    board = tables["leaderboard"]
+    atomic_write_json(Path(a.outdir) / "scores.json", {
+        "leaderboard": board.to_dict(orient="records"),
+        "note": "challenge_score: mean over all vertices of all subjects and hemispheres of 100*min(max(r,0)^2/NC, 1)",
+    })
+    for _, row in board.iterrows():
+        score = "" if pd.isna(row["challenge_score"]) else (
+            f", challenge score {row['challenge_score']:.2f} (chance {row['chance_score']:.2f})")
+        print(f"{row['model']} [{row['split']}]: mean r {row['mean_r']:.4f}, median r {row['median_r']:.4f}{score}")
+
+
+def cmd_plot(a):
+    import pandas as pd
+
+    from .plots import plot_model_comparison, plot_roi_bars
+
+    summary = pd.read_parquet(a.summary)
+    if a.kind == "roi-bars":
+        plot_roi_bars(summary, a.subject, a.hemi, a.out, split=a.split)
+    elif a.kind == "models":
+        plot_model_comparison(summary, a.out, split=a.split)
+
+
+def cmd_submit(a):
+    from .io import load_npz
+    from .submission import assemble_submission, check_submission
+
+    preds = {}
+    for key, path in _pairs(a.pred).items():
+        subject, hemi = key.split(":")
+        preds[(subject, hemi)] = load_npz(path)["test_pred"]
+    assemble_submission(preds, a.out)
+    report = check_submission(a.out, a.data)
+    print(report)
+    if not report.ok:
+        Path(a.out).unlink(missing_ok=True)
+        raise SystemExit(1)
+
+
+def cmd_check_submission(a):
+    from .submission import check_submission
+
+    report = check_submission(a.zip, a.data)
+    print(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nsdflow", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    s = add("demo", cmd_demo, "generate the demo dataset (Algonauts layout + withheld test responses and ceilings)")
+    s.add_argument("--root", required=True, help="where to write the public layout (subjXX/...)")
+    s.add_argument("--withheld", required=True, help="where to write test fMRI, noise ceilings, ground truth")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--subjects", type=int, default=2)
+    s.add_argument("--n-train", type=int, default=300)
+    s.add_argument("--n-test", type=int, default=50)
+    s.add_argument("--n-shared", type=int, default=60)
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--roi-dropout", type=float, default=0.1)
+
+    s = add("validate-data", cmd_validate_data, "check a data root against the Algonauts 2023 layout")
+    s.add_argument("root", help="data root holding subjXX/ folders")
+    s.add_argument("--subject", action="append", help="subject to check (repeatable); default: all in the root")
+    s.add_argument("--roi-classes", nargs="*", default=None, help="ROI classes that must be present (default: all six)")
+    s.add_argument("--no-finite-check", action="store_true", help="skip the NaN/inf scan of the fMRI")
+    s.add_argument("--json", help="write the summary as JSON (a file for one subject, a folder for several)")
+
+    s = add("index-images", cmd_index_images, "list every subject's images and NSD ids (CSV)")
+    s.add_argument("root")
+    s.add_argument("--subjects", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("cache-images", cmd_cache_images, "decode each unique image once into a uint8 Zarr cache")
+    s.add_argument("--index", required=True)
+    s.add_argument("--store", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--size", type=int, default=None, help="cached side in px (default: the images' own)")
+    s.add_argument("--chunk", type=int, default=64)
+    s.add_argument("--workers", type=int, default=1)
+
+    s = add("extract", cmd_extract, "extract one backbone's layers for every cached image into a Zarr store")
+    s.add_argument("--name", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True, help="the backbone's config as JSON")
+    s.add_argument("--images", required=True, help="image cache store")
+    s.add_argument("--store", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=None)
+
+    s = add("split", cmd_split, "seeded validation split of a subject's training images")
+    s.add_argument("--summary", required=True)
+    s.add_argument("--fraction", type=float, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("regions", cmd_regions, "assign each vertex of a hemisphere to one region")
+    s.add_argument("root")
+    s.add_argument("--subject", required=True)
+    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
+    s.add_argument("--classes", type=_json_arg, required=True, help="ROI classes in priority order, as JSON")
+    s.add_argument("--out", required=True)
+
+    s = add("design", cmd_design, "a readout's cached step (standardisation, decomposition) for one subject")
+    s.add_argument("--spec", type=_json_arg, required=True, help="the model's config as JSON")
+    s.add_argument("--summary", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--store", nargs="+", required=True, help="BACKBONE=STORE for each backbone used")
+    s.add_argument("--out", required=True)
+
+    s = add("fit", cmd_fit, "fit one region of one hemisphere")
+    s.add_argument("--spec", type=_json_arg, required=True)
+    s.add_argument("--design", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--subject", required=True)
+    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
+    s.add_argument("--regions", required=True)
+    s.add_argument("--region", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("merge", cmd_merge, "merge region fits into full-hemisphere predictions")
+    s.add_argument("--summary", required=True)
+    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
+    s.add_argument("--fits", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("score-hemi", cmd_score_hemi, "per-vertex scores of one model on one hemisphere (Parquet)")
+    s.add_argument("--pred", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--withheld", default=None)
+    s.add_argument("--subject", required=True)
+    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
+    s.add_argument("--regions", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("score", cmd_score, "score predictions against responses: Pearson r and the challenge score, as JSON")
+    s.add_argument("--pred", required=True, help=".npy predictions (images x vertices)")
+    s.add_argument("--true", required=True, help=".npy measured responses (images x vertices)")
+    s.add_argument("--noise-ceiling", help=".npy per-vertex noise ceilings (percent or fraction, detected)")
+    s.add_argument("--per-vertex", help="also save per-vertex r as .npy")
+    s.add_argument("--out", help="write the JSON here too")
+
+    s = add("summarize", cmd_summarize, "tidy summary tables of per-vertex scores (CSV + Parquet)")
+    s.add_argument("--vertices", nargs="+", required=True, help="MODEL:SUBJECT:HEMI=PARQUET")
+    s.add_argument("--classes", type=_json_arg, default=None)
+    s.add_argument("--outdir", required=True)
+
+    s = add("plot", cmd_plot, "draw a figure from the summary table")
+    s.add_argument("kind", choices=["roi-bars", "models"])
+    s.add_argument("--summary", required=True)
+    s.add_argument("--subject")
+    s.add_argument("--hemi")
+    s.add_argument("--split", default="val")
+    s.add_argument("--out", required=True)
+
+    s = add("submit", cmd_submit, "assemble the submission zip from merged predictions, then check it")
+    s.add_argument("--pred", nargs="+", required=True, help="SUBJECT:HEMI=MERGED_NPZ")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("check-submission", cmd_check_submission, "check a submission zip against a data root")
+    s.add_argument("zip")
+    s.add_argument("--data", required=True, help="data root (gives the expected shapes)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from .data import DataError
+    from .io import OutputError
+
+    # Errors that carry a message meant for the user (BackboneError, PoolingError are ValueErrors).
+    known = (DataError, OutputError, ValueError, KeyError, FileNotFoundError, RuntimeError)
+    try:
+        args.fn(args)
+    except known as err:
+        if args.debug:
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"nsdflow {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

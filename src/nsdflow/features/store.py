@@ -1,0 +1,44 @@
+"""Read access to a finished feature store (no torch import: readout jobs stay light)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..images import lookup_rows
+
+
+class FeatureStore:
+    """Read a finished feature store: ``FeatureStore(path).read(layer, nsd_ids)``."""
+
+    def __init__(self, store: str | Path):
+        import zarr
+
+        self.store = Path(store)
+        self.group = zarr.open_group(self.store, mode="r")
+        self.spec = dict(self.group.attrs["nsdflow_spec"])
+        self.nsd_ids = self.group["nsd_ids"][:]
+        n_chunks = -(-len(self.nsd_ids) // self.spec["chunk"])
+        missing = [c for c in range(n_chunks) if not (self.store / "done" / str(c)).exists()]
+        if missing:
+            raise RuntimeError(f"{self.store} is incomplete ({len(missing)} of {n_chunks} chunks not written); "
+                               "rerun its extract rule")
+
+    @property
+    def layers(self) -> list[str]:
+        return sorted(self.spec["layers"])
+
+    def read(self, layer: str, nsd_ids) -> np.ndarray:
+        """Features of ``layer`` for the given NSD ids, in that order, as float32 (n, D)."""
+        if layer not in self.spec["layers"]:
+            raise KeyError(f"{self.store} has no layer {layer!r}; it has {', '.join(self.layers)}")
+        rows = lookup_rows(self.nsd_ids, nsd_ids, what=str(self.store))
+        order = np.argsort(rows)
+        arr = self.group[f"layers/{layer}"]
+        out = np.empty((len(rows), arr.shape[1]), dtype=np.float32)
+        out[order] = arr.get_orthogonal_selection((rows[order], slice(None)))
+        if np.isnan(out).any():
+            raise RuntimeError(f"{self.store}/{layer} holds unwritten (NaN) features for requested images; "
+                               "rerun its extract rule")
+        return out

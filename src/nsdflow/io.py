@@ -1,0 +1,107 @@
+"""Atomic file writes: every output is written under a temporary name and renamed into place.
+
+A job killed at any moment therefore leaves either the previous file or none, never one that
+looks finished but is not. Errors of the file system (a full disk, a read-only folder) are
+re-raised as :class:`OutputError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+class OutputError(OSError):
+    """An output could not be written; the message says which file and why."""
+
+
+def _explain(path: Path, err: OSError) -> OutputError:
+    if err.errno == errno.ENOSPC:
+        hint = "the disk is full: free space or point the results elsewhere"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "the folder is not writable: check its permissions or run from a writable working directory"
+    else:
+        hint = err.strerror or str(err)
+    return OutputError(err.errno or 0, f"cannot write {path}: {hint}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    ``suffix`` keeps the extension that some writers insist on (``np.save`` appends ``.npy``).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise _explain(path, err) from err
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _explain(path, err) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_npy(path: str | Path, arr: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, arr, allow_pickle=False)
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def save_table(df, path: str | Path) -> None:
+    """Write a pandas DataFrame as CSV or Parquet, by the extension of ``path``."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            raise ValueError(f"unknown table format: {path.suffix} (use .csv or .parquet)")

@@ -1,0 +1,161 @@
+"""What the Snakefile needs to know before any job runs, computed from the validated config.
+
+Kept out of the ``.smk`` files so that it is importable and unit-tested: the subjects, the
+regions, the JSON specs that rules pass to the CLI, cross-checks between sections of the config
+(a model naming a layer its backbone does not store, say), and the code version of each stage.
+
+Snakemake reruns a job when its ``params`` change, but it cannot see code imported from a
+package; each rule therefore carries ``code=<hash of its stage's modules>`` among its params,
+so editing the readout code reruns the readouts and not the extraction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .layout import ROI_CLASSES, SubjectPaths, subject_name
+from .regions import region_names
+
+PACKAGE = Path(__file__).resolve().parent
+
+#: The modules each stage's results depend on (relative to the package).
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "demo": ("demo.py", "surface.py", "layout.py"),
+    "data": ("data.py", "layout.py"),
+    "images": ("images.py",),
+    "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py"),
+    "readouts": ("split.py", "regions.py", "features/store.py", "readouts/__init__.py", "readouts/ridge.py",
+                 "readouts/pipeline.py"),
+    "evaluate": ("evaluate.py", "scoring.py"),
+    "plots": ("plots.py",),
+    "submission": ("submission.py",),
+}
+
+
+class ConfigError(ValueError):
+    """The config is valid against the schema but inconsistent; the message names the key."""
+
+
+def code_version(stage: str) -> str:
+    """Short hash of the source of one stage's modules."""
+    h = hashlib.sha256()
+    for rel in STAGE_CODE[stage]:
+        h.update(rel.encode())
+        h.update((PACKAGE / rel).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def canonical(obj: Any) -> str:
+    """Stable JSON for a spec: the same config gives the same string, so params compare equal."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Plan:
+    data_root: str
+    withheld: str | None
+    demo: bool
+    subjects: list[str]
+    regions: list[str]
+    roi_classes: list[str]
+    backbones: dict[str, dict]  # only those some model uses
+    models: dict[str, dict]
+    submission_model: str
+    warnings: list[str] = field(default_factory=list)
+
+    def model_backbones(self, model: str) -> list[str]:
+        return sorted({f.split("/", 1)[0] for f in self.models[model]["features"]})
+
+    def backbone_spec(self, name: str) -> str:
+        return canonical(self.backbones[name])
+
+    def design_spec(self, model: str) -> str:
+        """What the cached design depends on: features, readout, and the readout's prepare params."""
+        from .readouts import get_readout
+
+        m = self.models[model]
+        keys = get_readout(m["readout"]).prepare_keys
+        return canonical({"features": m["features"], "readout": m["readout"],
+                          "params": {k: v for k, v in m.get("params", {}).items() if k in keys}})
+
+    def fit_spec(self, model: str) -> str:
+        m = self.models[model]
+        return canonical({"readout": m["readout"], "params": m.get("params", {})})
+
+
+def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_withheld: str = "results/demo/withheld") -> Plan:
+    """Resolve and cross-check a schema-validated config."""
+    warnings: list[str] = []
+    data = config.get("data", {})
+    demo = data.get("root", "demo") == "demo"
+    if demo:
+        root, withheld = demo_root, demo_withheld
+        available = [subject_name(i + 1) for i in range(config.get("demo", {}).get("n_subjects", 2))]
+    else:
+        root, withheld = data["root"], data.get("withheld")
+        if not Path(root).is_dir():
+            raise ConfigError(f"data.root: {root} does not exist or is not a folder (use \"demo\" for the demo data)")
+        available = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and p.name.startswith("subj"))
+        if not available:
+            raise ConfigError(f"data.root: {root} holds no subjXX folders; is it the Algonauts data root?")
+        if withheld and not Path(withheld).is_dir():
+            raise ConfigError(f"data.withheld: {withheld} does not exist or is not a folder")
+    wanted = data.get("subjects", "all")
+    subjects = available if wanted == "all" else [subject_name(s) for s in wanted]
+    missing = [s for s in subjects if s not in available]
+    if missing:
+        where = "the demo has " + str(len(available)) + " subjects (demo.n_subjects)" if demo else f"{root} has {', '.join(available)}"
+        raise ConfigError(f"data.subjects: {', '.join(missing)} not available; {where}")
+
+    roi_classes = list(config.get("regions", {}).get("classes", list(ROI_CLASSES)))
+    backbones = config["backbones"]
+    models = config["models"]
+    used: dict[str, dict] = {}
+    for name, m in models.items():
+        for feature in m["features"]:
+            backbone, _, layer = feature.partition("/")
+            if backbone not in backbones:
+                raise ConfigError(f"models.{name}.features: {feature!r} names backbone {backbone!r}, which is not "
+                                  f"configured; backbones: {', '.join(backbones)}")
+            if layer not in backbones[backbone]["layers"]:
+                raise ConfigError(f"models.{name}.features: {feature!r}: backbone {backbone!r} stores no layer "
+                                  f"{layer!r}; add it under backbones.{backbone}.layers (stored: "
+                                  f"{', '.join(backbones[backbone]['layers'])})")
+            used[backbone] = backbones[backbone]
+    for name in backbones:
+        if name not in used:
+            warnings.append(f"backbone {name!r} is configured but no model uses it: it is not extracted")
+    for name, b in backbones.items():
+        w = b["weights"]
+        if w["init"] == "checkpoint" and not w.get("path"):
+            raise ConfigError(f"backbones.{name}.weights: init is checkpoint but path is not set")
+        if w["init"] == "checkpoint" and not Path(w["path"]).expanduser().is_file():
+            raise ConfigError(f"backbones.{name}.weights.path: {w['path']} does not exist (weights are never "
+                              "downloaded at run time: download the checkpoint once and point to it)")
+        if w["init"] == "pretrained" and b["kind"] != "clip":
+            raise ConfigError(f"backbones.{name}.weights: init pretrained (an open_clip tag) is for clip backbones; "
+                              "use init: checkpoint with a local file")
+        if w["init"] == "pretrained" and not w.get("tag"):
+            raise ConfigError(f"backbones.{name}.weights: init is pretrained but tag is not set")
+    sub = (config.get("submission") or {}).get("model") or next(iter(models))
+    if sub not in models:
+        raise ConfigError(f"submission.model: {sub!r} is not a configured model; models: {', '.join(models)}")
+    return Plan(
+        data_root=str(root), withheld=str(withheld) if withheld else None, demo=demo, subjects=subjects,
+        regions=region_names(roi_classes), roi_classes=roi_classes, backbones=used, models=dict(models),
+        submission_model=sub, warnings=warnings,
+    )
+
+
+def data_inputs(plan: Plan, subject: str) -> list[str]:
+    """Files whose change must revalidate a subject of a real data root (fMRI, masks, image folders)."""
+    if plan.demo:
+        return []
+    p = SubjectPaths(plan.data_root, subject)
+    files = [str(p.fmri(h)) for h in ("lh", "rh")]
+    files += [str(p.images_dir("train")), str(p.images_dir("test")), str(p.roi_dir)]
+    return [f for f in files if Path(f).exists()]
