@@ -232,6 +232,34 @@ def cmd_check_submission(a):
         raise SystemExit(1)
 
 
+def cmd_config_help(a):
+    import textwrap
+
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+
+    def walk(node, path, depth):
+        desc = " ".join(str(node.get("description", "")).split())
+        default = f" [default: {json.dumps(node['default'])}]" if "default" in node else ""
+        kind = node.get("type", "one of" if "oneOf" in node else "")
+        kind = "/".join(kind) if isinstance(kind, list) else kind
+        if path:
+            print("  " * depth + f"{path} ({kind}){default}")
+            for line in textwrap.wrap(desc, 96 - 2 * depth):
+                print("  " * depth + "    " + line)
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{key}" if path else key, depth + (1 if path else 0))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{path}.<name>", depth + 1)
+
+    walk(schema, "", 0)
+
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -357,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pred", nargs="+", required=True, help="SUBJECT:HEMI=MERGED_NPZ")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
+
+    add("config-help", cmd_config_help, "describe every config key (from the workflow's JSON schema)")
 
     s = add("check-submission", cmd_check_submission, "check a submission zip against a data root")
     s.add_argument("zip")

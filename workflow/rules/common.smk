@@ -1,4 +1,5 @@
 # Shared setup: config validation, the resolved plan, wildcard constraints, path helpers.
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,12 @@ except ImportError:  # running from a checkout without installing
 
 from nsdflow.workflow import ConfigError, canonical, code_version, data_inputs, make_plan
 
+
+# Jobs run the `nsdflow` command of the environment Snakemake runs in (a venv need not be activated);
+# with --use-conda the rule's environment comes first on PATH instead.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+os.environ["NSDFLOW_WORKFLOW_DIR"] = str(workflow.basedir)
+ENV = "../../envs/nsdflow.yaml"
 
 validate(config, "../schemas/config.schema.yaml")
 

@@ -10,6 +10,8 @@ rule demo_data:
         demo=canonical(config["demo"]),
         d=config["demo"],
         code=code_version("demo"),
+    conda:
+        ENV
     log:
         "logs/demo_data.log",
     shell:
@@ -29,6 +31,8 @@ rule validate_data:
         classes=" ".join(PLAN.roi_classes),
         finite="" if config["data"]["check_finite"] else "--no-finite-check",
         code=code_version("data"),
+    conda:
+        ENV
     log:
         "logs/validate_data/{subject}.log",
     shell:

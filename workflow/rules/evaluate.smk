@@ -13,6 +13,8 @@ rule score:
         root=PLAN.data_root,
         withheld=f"--withheld {PLAN.withheld}" if PLAN.withheld else "",
         code=code_version("evaluate"),
+    conda:
+        ENV
     log:
         "logs/score/{model}/{subject}_{hemi}.log",
     shell:
@@ -54,6 +56,8 @@ rule summarize:
         ),
         classes=canonical(PLAN.roi_classes),
         code=code_version("evaluate"),
+    conda:
+        ENV
     log:
         "logs/summarize.log",
     shell:
@@ -75,6 +79,8 @@ rule plot_roi_bars:
         svg="results/plots/roi_median_r/{subject}_{hemi}.svg",
     params:
         code=code_version("plots"),
+    conda:
+        ENV
     log:
         "logs/plots/roi_median_r_{subject}_{hemi}.log",
     shell:
@@ -96,6 +102,8 @@ rule plot_models:
         svg="results/plots/model_comparison.svg",
     params:
         code=code_version("plots"),
+    conda:
+        ENV
     log:
         "logs/plots/model_comparison.log",
     shell:

@@ -10,6 +10,8 @@ rule image_index:
         root=PLAN.data_root,
         subjects=" ".join(PLAN.subjects),
         code=code_version("images"),
+    conda:
+        ENV
     log:
         "logs/image_index.log",
     shell:
@@ -27,6 +29,8 @@ rule image_cache:
         chunk=config["images"]["chunk"],
         code=code_version("images"),
     threads: 4
+    conda:
+        ENV
     log:
         "logs/image_cache.log",
     benchmark:
@@ -52,6 +56,8 @@ rule extract:
         gpu=config["extraction"]["gpus"],
         mem_mb=config["extraction"]["mem_mb"],
         runtime=config["extraction"]["runtime"],
+    conda:
+        ENV
     log:
         "logs/extract/{backbone}.log",
     benchmark:

@@ -11,6 +11,8 @@ rule split:
         fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
         code=code_version("readouts"),
+    conda:
+        ENV
     log:
         "logs/split/{subject}.log",
     shell:
@@ -26,6 +28,8 @@ rule regions:
         root=PLAN.data_root,
         classes=canonical(PLAN.roi_classes),
         code=code_version("readouts"),
+    conda:
+        ENV
     log:
         "logs/regions/{subject}_{hemi}.log",
     shell:
@@ -45,6 +49,8 @@ rule design:
         stores=lambda wc: " ".join(f"{b}={feature_store(b)}" for b in PLAN.model_backbones(wc.model)),
         code=code_version("readouts"),
     threads: 2
+    conda:
+        ENV
     log:
         "logs/design/{model}/{subject}.log",
     benchmark:
@@ -66,6 +72,8 @@ rule fit:
         root=PLAN.data_root,
         code=code_version("readouts"),
     threads: 1
+    conda:
+        ENV
     log:
         "logs/fit/{model}/{subject}/{hemi}/{region}.log",
     shell:
@@ -82,6 +90,8 @@ rule merge:
         "results/predictions/{model}/{subject}_{hemi}.npz",
     params:
         code=code_version("evaluate"),
+    conda:
+        ENV
     log:
         "logs/merge/{model}/{subject}_{hemi}.log",
     shell:

@@ -25,6 +25,8 @@ rule submission:
         root=PLAN.data_root,
         model=PLAN.submission_model,
         code=code_version("submission"),
+    conda:
+        ENV
     log:
         "logs/submission.log",
     shell:

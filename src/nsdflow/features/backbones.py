@@ -173,7 +173,7 @@ class ClipBackbone(Backbone):
     def _build(self) -> torch.nn.Module:
         import open_clip
 
-        model_name = self.spec.get("model", "ViT-B-32")
+        model_name = self.spec.get("model") or "ViT-B-32"
         if model_name not in open_clip.list_models():
             raise BackboneError(f"backbone {self.name!r}: open_clip has no model {model_name!r}; "
                                 f"known: {', '.join(open_clip.list_models()[:30])} ...")
@@ -214,7 +214,7 @@ class ClipBackbone(Backbone):
             import open_clip
             from huggingface_hub import try_to_load_from_cache
 
-            cfg = open_clip.get_pretrained_cfg(self.spec.get("model"), self.weights.get("tag"))
+            cfg = open_clip.get_pretrained_cfg(self.spec.get("model") or "ViT-B-32", self.weights.get("tag"))
             repo = cfg.get("hf_hub", "").rstrip("/")
             if repo:
                 for filename in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"):
@@ -326,7 +326,7 @@ class SamBackbone(Backbone):
 
         from segment_anything.modeling import ImageEncoderViT
 
-        variant = self.spec.get("model", "vit_b")
+        variant = self.spec.get("model") or "vit_b"
         if variant not in _SAM_VARIANTS:
             raise BackboneError(f"backbone {self.name!r}: SAM model must be one of {', '.join(_SAM_VARIANTS)}, got {variant!r}")
         if self.input_size % 16:

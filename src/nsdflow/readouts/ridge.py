@@ -51,30 +51,52 @@ def decompose(X: np.ndarray) -> Decomposition:
     return Decomposition(U[:, keep], s[keep], Vt[keep])
 
 
+def _spans_centred_space(dec: Decomposition) -> bool:
+    """True when U spans every centred direction (k = n - 1: more features than images).
+
+    The part of Y outside U's span is then exactly zero, and computing it as ``Y - U U'Y``
+    would only add float32 rounding that swamps the tiny residuals of small alphas.
+    """
+    return dec.U.shape[1] >= dec.n - 1
+
+
 def gcv_errors(dec: Decomposition, UtY: np.ndarray, y_sq: np.ndarray, alphas) -> np.ndarray:
     """GCV criterion (alphas, targets) for centred targets with squared norms ``y_sq``."""
     s2 = dec.s.astype(np.float64) ** 2
     alphas = np.asarray(alphas, dtype=np.float64)
-    d = s2[None, :] / (s2[None, :] + alphas[:, None])  # (A, k) shrinkage factors
+    shrink = alphas[:, None] / (s2[None, :] + alphas[:, None])  # 1 - d, without cancellation
     UtY2 = UtY.astype(np.float64) ** 2
-    outside = y_sq - UtY2.sum(axis=0)  # the part of Y that no alpha can fit
-    rss = np.maximum(outside[None, :] + ((1.0 - d) ** 2) @ UtY2, 0.0)
+    # The part of Y that no alpha can fit.
+    outside = np.zeros(UtY.shape[1]) if _spans_centred_space(dec) else np.maximum(y_sq - UtY2.sum(axis=0), 0.0)
+    rss = outside[None, :] + (shrink**2) @ UtY2
     n = dec.n
-    df = 1.0 + d.sum(axis=1)  # +1: the intercept
+    df = 1.0 + (1.0 - shrink).sum(axis=1)  # +1: the intercept
     return rss / (n * (1.0 - df / n)[:, None] ** 2)
 
 
 def loo_errors(dec: Decomposition, Y: np.ndarray, UtY: np.ndarray, alphas) -> np.ndarray:
-    """Exact leave-one-out squared error (alphas, targets), intercept included in the hat matrix."""
-    s2 = dec.s ** 2
-    U2 = dec.U**2
+    """Exact leave-one-out squared error (alphas, targets), intercept included in the hat matrix.
+
+    Residuals and ``1 - h_ii`` are built from the shrinkage ``a / (s^2 + a)`` and the part outside
+    U's span, never as differences of nearly equal numbers, so small alphas stay accurate in float32.
+    """
+    s2 = dec.s.astype(np.float64) ** 2
+    U2 = (dec.U.astype(np.float64)) ** 2
     n = dec.n
+    if _spans_centred_space(dec):
+        outside_resid = None
+        outside_lev = np.zeros(n)
+    else:
+        outside_resid = Y - dec.U @ UtY
+        outside_lev = np.maximum(1.0 - 1.0 / n - U2.sum(axis=1), 0.0)
     out = np.empty((len(alphas), Y.shape[1]), dtype=np.float64)
     for i, a in enumerate(alphas):
-        d = (s2 / (s2 + a)).astype(np.float32)
-        h = 1.0 / n + U2 @ d  # leverage of each sample
-        resid = Y - dec.U @ (d[:, None] * UtY)
-        resid /= (1.0 - h)[:, None].astype(np.float32)
+        shrink = a / (s2 + a)
+        one_minus_h = outside_lev + U2 @ shrink
+        resid = dec.U @ (shrink.astype(np.float32)[:, None] * UtY)
+        if outside_resid is not None:
+            resid += outside_resid
+        resid /= one_minus_h[:, None].astype(np.float32)
         out[i] = np.einsum("ij,ij->j", resid, resid, dtype=np.float64)
     return out
 

@@ -1,0 +1,29 @@
+# nsdflow: `make demo` installs and runs the demo end to end; `make test` installs and runs the tests.
+# Everything goes into a virtual environment (.venv); torch comes from this machine's disk if it is there.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+CORES ?= all
+
+.PHONY: install demo test report clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	PATH="$(BIN):$$PATH" snakemake --cores $(CORES)
+
+report: install
+	PATH="$(BIN):$$PATH" snakemake --report report.html
+
+test: install
+	PATH="$(BIN):$$PATH" pytest
+
+clean:
+	rm -rf results logs benchmarks .snakemake report.html

@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny demo dataset and a builder of synthetic data roots."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nsdflow.demo import DemoConfig, generate
+from nsdflow.layout import FSAVERAGE_N_VERTICES, HEMISPHERES, ROI_CLASSES, SubjectPaths, format_image_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = DemoConfig(seed=3, n_subjects=2, n_train=24, n_test=6, n_shared=8, image_size=48, roi_dropout=0.3)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """A generated demo dataset (2 subjects, 24 train / 6 test images): (root, withheld, manifest)."""
+    base = tmp_path_factory.mktemp("demo")
+    manifest = generate(base / "root", base / "withheld", TINY)
+    return base / "root", base / "withheld", manifest
+
+
+def write_subject(
+    root: Path,
+    subject: str,
+    n_train: int,
+    n_test: int,
+    n_vertices: dict[str, int],
+    nsd_offset: int = 0,
+    sparse: bool = False,
+    roi_classes=tuple(ROI_CLASSES),
+) -> SubjectPaths:
+    """A syntactically valid subject with the given counts.
+
+    Images are empty files (the reader only lists names); with ``sparse`` the fMRI are
+    zero-filled sparse files, so real-size arrays cost no disk and no time.
+    """
+    p = SubjectPaths(root, subject)
+    for split, n in (("train", n_train), ("test", n_test)):
+        folder = p.images_dir(split)
+        folder.mkdir(parents=True, exist_ok=True)
+        base = nsd_offset + (0 if split == "train" else 60_000)
+        for k in range(1, n + 1):
+            (folder / format_image_name(split, k, base + k)).touch()
+    p.roi_dir.mkdir(parents=True, exist_ok=True)
+    for hemi in HEMISPHERES:
+        v = n_vertices[hemi]
+        path = p.fmri(hemi)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if sparse:
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_train, v)).flush()
+        else:
+            np.save(path, np.random.default_rng(0).standard_normal((n_train, v)).astype(np.float32))
+        fs_idx = np.sort(np.random.default_rng(1).choice(FSAVERAGE_N_VERTICES, v, replace=False))
+        allv = np.zeros(FSAVERAGE_N_VERTICES, np.int32)
+        allv[fs_idx] = 1
+        np.save(p.fsaverage_vertices(hemi), allv)
+        for cls in roi_classes:
+            labels = (np.arange(v) % (len(ROI_CLASSES[cls]) + 1)).astype(np.int32)
+            np.save(p.roi_mask(hemi, cls, "challenge"), labels)
+            fs = np.zeros(FSAVERAGE_N_VERTICES, np.int32)
+            fs[fs_idx] = labels
+            np.save(p.roi_mask(hemi, cls, "fsaverage"), fs)
+    for cls in roi_classes:
+        mapping = {0: "Unknown", **{i + 1: n for i, n in enumerate(ROI_CLASSES[cls])}}
+        np.save(p.mapping(cls), np.array(mapping, dtype=object), allow_pickle=True)
+    return p
+
+
+@pytest.fixture
+def small_root(tmp_path):
+    """A valid one-subject root with random fMRI: 20 train / 5 test images, 60 / 70 vertices."""
+    write_subject(tmp_path, "subj01", 20, 5, {"lh": 60, "rh": 70})
+    return tmp_path
+
+
+def nsdflow_env() -> dict[str, str]:
+    """Environment in which subprocesses find this interpreter's `nsdflow` and `snakemake`."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env

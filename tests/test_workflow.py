@@ -1,0 +1,147 @@
+"""The config plan (no Snakemake) and the whole DAG end to end on a tiny config (Snakemake)."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, nsdflow_env
+from nsdflow.regions import UNASSIGNED
+from nsdflow.workflow import ConfigError, code_version, make_plan
+
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def tiny_config():
+    return yaml.safe_load(TINY.read_text())
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def test_plan_of_tiny_config():
+    plan = make_plan(tiny_config())
+    assert plan.demo and plan.subjects == ["subj01", "subj02"]
+    assert plan.regions == ["OPA", "PPA", "RSC", "early", "midventral", "midlateral", "midparietal", "ventral",
+                            "lateral", "parietal", UNASSIGNED]
+    assert plan.model_backbones("alex_ridge") == ["alex"]
+    assert json.loads(plan.fit_spec("clip_ridge"))["params"]["cv"] == "loo"
+    # Readout params that the cached design does not read stay out of its spec.
+    assert "alphas" not in plan.design_spec("clip_ridge")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["models"]["alex_ridge"].update(features=["vgg/fc7"]), "names backbone 'vgg', which is not configured"),
+    (lambda c: c["models"]["alex_ridge"].update(features=["alex/features.2"]), "stores no layer 'features.2'"),
+    (lambda c: c["backbones"]["alex"].update(weights={"init": "checkpoint", "path": "/nope.pth"}), "/nope.pth does not exist"),
+    (lambda c: c.update(submission={"model": "best"}), "submission.model: 'best' is not a configured model"),
+    (lambda c: c.update(data={"root": "/no/such/root"}), "data.root: /no/such/root does not exist"),
+    (lambda c: c.update(data={"root": "demo", "subjects": [3]}), "subj03 not available"),
+])
+def test_plan_errors_name_the_key(edit, message):
+    config = tiny_config()
+    edit(config)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        make_plan(config)
+
+
+def test_code_versions_are_per_stage():
+    assert code_version("features") != code_version("readouts")
+    assert len(code_version("evaluate")) == 12
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def snakemake(workdir, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=nsdflow_env())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    shutil.copy(TINY, workdir / "config.yaml")
+    proc = snakemake(workdir)
+    return workdir, proc
+
+
+@pytest.mark.e2e
+def test_dag_produces_scores_and_a_valid_submission(tiny_run):
+    workdir, _ = tiny_run
+    summary = pd.read_csv(workdir / "results/scores/summary.csv")
+    assert set(summary["model"]) == {"alex_ridge", "clip_ridge"}
+    assert set(summary["split"]) == {"val", "test"}
+    board = pd.read_csv(workdir / "results/scores/leaderboard.csv")
+    assert board["challenge_score"].between(0, 100).all()
+    alex_test = board.query("model == 'alex_ridge' and split == 'test'").iloc[0]
+    assert alex_test["n_vertices"] == summary.query(
+        "model == 'alex_ridge' and split == 'test' and subject == 'all' and hemi == 'all' and roi == 'all'"
+    )["n_vertices"].iloc[0]
+    with zipfile.ZipFile(workdir / "results/submission/submission.zip") as zf:
+        assert sorted(zf.namelist()) == [f"subj0{s}/{h}_pred_test.npy" for s in (1, 2) for h in ("lh", "rh")]
+    check = subprocess.run([sys.executable, "-m", "nsdflow.cli", "check-submission",
+                            str(workdir / "results/submission/submission.zip"), "--data",
+                            str(workdir / "results/demo/algonauts")], capture_output=True, text=True, env=nsdflow_env())
+    assert check.returncode == 0, check.stdout + check.stderr
+    for subject in ("subj01", "subj02"):
+        for hemi in ("lh", "rh"):
+            assert (workdir / f"results/plots/roi_median_r/{subject}_{hemi}.png").stat().st_size > 10_000
+    # Each unique image was extracted once: the store has one row per unique NSD id.
+    index = pd.read_csv(workdir / "results/images/index.csv")
+    manifest = json.loads((workdir / "results/features/alex.json").read_text())
+    assert manifest["n_images"] == index["nsd_id"].nunique() == 2 * (40 + 8) - 10
+
+
+@pytest.mark.e2e
+def test_second_run_has_nothing_to_do(tiny_run):
+    workdir, _ = tiny_run
+    proc = snakemake(workdir, "--dry-run")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/algonauts.yaml", "tests/configs/tiny.yaml"])
+def test_shipped_configs_validate(path):
+    import jsonschema
+
+    jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load((REPO / path).read_text()))
+
+
+def _properties(node, path=""):
+    required = set(node.get("required", []))
+    for key, sub in node.get("properties", {}).items():
+        yield f"{path}.{key}".lstrip("."), sub, key in required
+        yield from _properties(sub, f"{path}.{key}")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from _properties(extra, f"{path}.<name>")
+
+
+def test_every_key_is_described_and_optional_keys_have_defaults():
+    keys = list(_properties(SCHEMA))
+    assert len(keys) > 40
+    for path, sub, required in keys:
+        assert sub.get("description"), f"{path} has no description"
+        assert required or "default" in sub, f"{path} is optional but has no default"
+
+
+def test_config_help_lists_every_key():
+    out = subprocess.run([sys.executable, "-m", "nsdflow.cli", "config-help"], capture_output=True, text=True,
+                         check=True).stdout
+    for path, _, _ in _properties(SCHEMA):
+        assert path in out
