@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 CORES ?= all
 
-.PHONY: install demo test report clean
+.PHONY: install system-packages demo test report clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ demo: install
 report: install
 	PATH="$(BIN):$$PATH" snakemake --report report.html
 
-test: install
+# Debian packages some tests need (Chromium for the report, SLURM for the cluster profile):
+# installed when missing and possible (root + apt), otherwise those tests skip with the reason.
+system-packages:
+	.ci/install-system-packages
+
+test: install system-packages
 	PATH="$(BIN):$$PATH" pytest
 
 clean:
