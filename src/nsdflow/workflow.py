@@ -67,6 +67,11 @@ class Plan:
     submission_model: str
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def scored_models(self) -> list[str]:
+        """Everything that produces merged predictions (results/predictions/<name>/) and is scored."""
+        return list(self.models)
+
     def model_backbones(self, model: str) -> list[str]:
         return sorted({f.split("/", 1)[0] for f in self.models[model]["features"]})
 

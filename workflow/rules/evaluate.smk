@@ -27,7 +27,7 @@ rule summarize:
     input:
         expand(
             "results/scores/vertices/{model}/{subject}_{hemi}.parquet",
-            model=list(PLAN.models),
+            model=PLAN.scored_models,
             subject=PLAN.subjects,
             hemi=HEMIS,
         ),
@@ -50,7 +50,7 @@ rule summarize:
     params:
         vertices=" ".join(
             f"{m}:{s}:{h}=results/scores/vertices/{m}/{s}_{h}.parquet"
-            for m in PLAN.models
+            for m in PLAN.scored_models
             for s in PLAN.subjects
             for h in HEMIS
         ),
