@@ -181,14 +181,21 @@ def cmd_summarize(a):
     from .evaluate import load_vertex_tables, summarize, write_summaries
     from .io import atomic_write_json
 
+    from .evaluate import r_percentiles
+    from .io import atomic_write_text
+    from .report import scores_html
+
     paths = {tuple(k.split(":")): v for k, v in _pairs(a.vertices).items()}
-    tables = summarize(load_vertex_tables(paths), a.classes)
+    vertices = load_vertex_tables(paths)
+    tables = summarize(vertices, a.classes)
     write_summaries(tables, a.outdir)
     board = tables["leaderboard"]
     atomic_write_json(Path(a.outdir) / "scores.json", {
         "leaderboard": board.to_dict(orient="records"),
+        "r_percentiles": r_percentiles(vertices),
         "note": "challenge_score: mean over all vertices of all subjects and hemispheres of 100*min(max(r,0)^2/NC, 1)",
     })
+    atomic_write_text(Path(a.outdir) / "scores.html", scores_html(tables))
     for _, row in board.iterrows():
         score = "" if pd.isna(row["challenge_score"]) else (
             f", challenge score {row['challenge_score']:.2f} (chance {row['chance_score']:.2f})")
@@ -200,6 +207,22 @@ def cmd_plot(a):
 
     from .plots import plot_model_comparison, plot_roi_bars
 
+    if a.kind == "brain-map":
+        from .brainmap import OUTLINE_CLASSES, brain_map_figure
+        from .io import read_json
+
+        vmax = a.vmax
+        if vmax is None and a.scores:
+            # One colour scale for every model and subject: the run's 99th percentile of r.
+            from .brainmap import auto_vmax
+
+            p99 = read_json(a.scores).get("r_percentiles", {}).get(a.column.rsplit("_", 1)[-1], {}).get("p99")
+            vmax = auto_vmax([p99]) if p99 is not None and a.column.startswith("r_") else None
+        info = brain_map_figure(_pairs(a.vertices), a.data, a.subject, a.out, a.model, column=a.column, vmax=vmax,
+                                cmap=a.cmap, mesh=a.mesh, outline=OUTLINE_CLASSES if a.outline is None else a.outline)
+        print(f"{a.model} {a.subject}: {info['drawn']:,} of {info['vertices']:,} vertices drawn on fsaverage5, "
+              f"colour scale {info['vmin']:g} to {info['vmax']:g} -> {a.out}")
+        return
     summary = pd.read_parquet(a.summary)
     if a.kind == "roi-bars":
         plot_roi_bars(summary, a.subject, a.hemi, a.out, split=a.split)
@@ -216,6 +239,9 @@ def cmd_submit(a):
         subject, hemi = key.split(":")
         preds[(subject, hemi)] = load_npz(path)["test_pred"]
     assemble_submission(preds, a.out)
+    print(f"{len(preds)} prediction arrays -> {a.out}")
+    if a.no_check:
+        return
     report = check_submission(a.out, a.data)
     print(report)
     if not report.ok:
@@ -228,8 +254,30 @@ def cmd_check_submission(a):
 
     report = check_submission(a.zip, a.data)
     print(report)
+    if a.out:
+        from .io import atomic_write_text
+
+        if report.ok:
+            atomic_write_text(a.out, f"{a.zip}\n{report}\n")
+        else:
+            Path(a.out).unlink(missing_ok=True)
     if not report.ok:
+        print(f"nsdflow check-submission: {a.zip} would be rejected: {len(report.errors)} problems (listed above)",
+              file=sys.stderr)
         raise SystemExit(1)
+
+
+def cmd_provenance(a):
+    from .io import atomic_write_json, atomic_write_text, read_json
+    from .report import collect_provenance, features_html, provenance_html
+
+    manifests = {name: read_json(path) for name, path in _pairs(a.manifests or []).items()}
+    prov = collect_provenance(a.config, manifests, a.workflow_dir)
+    atomic_write_json(a.json, prov)
+    atomic_write_text(a.html, provenance_html(prov))
+    atomic_write_text(a.features_html, features_html(prov))
+    commit = prov["git"].get("commit") or "no git commit"
+    print(f"provenance: nsdflow {prov['nsdflow_version']} ({commit}), {len(manifests)} backbones -> {a.html}")
 
 
 def cmd_config_help(a):
@@ -373,24 +421,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=_json_arg, default=None)
     s.add_argument("--outdir", required=True)
 
-    s = add("plot", cmd_plot, "draw a figure from the summary table")
-    s.add_argument("kind", choices=["roi-bars", "models"])
-    s.add_argument("--summary", required=True)
+    s = add("plot", cmd_plot, "draw a figure: ROI bars or model comparison (from the summary), or a brain map")
+    s.add_argument("kind", choices=["roi-bars", "models", "brain-map"])
+    s.add_argument("--summary", help="summary.parquet (roi-bars, models)")
     s.add_argument("--subject")
     s.add_argument("--hemi")
     s.add_argument("--split", default="val")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the PNG; the SVG is written beside it")
+    s.add_argument("--vertices", nargs="+", help="brain-map: lh=PARQUET rh=PARQUET (per-vertex score tables)")
+    s.add_argument("--data", help="brain-map: data root (its all-vertices masks place the vertices)")
+    s.add_argument("--model", help="brain-map: the model's name, for the title")
+    s.add_argument("--column", default="r_val", help="brain-map: r_val, r_test, score_val or score_test")
+    s.add_argument("--vmax", type=float, default=None, help="brain-map: top of the colour scale (bottom 0)")
+    s.add_argument("--scores", help="brain-map: scores.json; without --vmax its r percentiles set the scale")
+    s.add_argument("--cmap", default="inferno", help="brain-map: a matplotlib colour map")
+    s.add_argument("--mesh", default="infl", choices=["infl", "pial", "white"], help="brain-map: fsaverage5 mesh")
+    s.add_argument("--outline", type=_json_arg, default=None,
+                   help="brain-map: ROI classes to outline, as JSON (default: retinotopic and category ROIs)")
 
     s = add("submit", cmd_submit, "assemble the submission zip from merged predictions, then check it")
     s.add_argument("--pred", nargs="+", required=True, help="SUBJECT:HEMI=MERGED_NPZ")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--no-check", action="store_true", help="assemble only (check with `nsdflow check-submission`)")
 
     add("config-help", cmd_config_help, "describe every config key (from the workflow's JSON schema)")
 
     s = add("check-submission", cmd_check_submission, "check a submission zip against a data root")
     s.add_argument("zip")
     s.add_argument("--data", required=True, help="data root (gives the expected shapes)")
+    s.add_argument("--out", help="write the check's report here when the zip passes (removed when it fails)")
+
+    s = add("provenance", cmd_provenance, "record how the results were made: config, backbones, packages, git")
+    s.add_argument("--config", type=_json_arg, required=True, help="the run's config, as JSON")
+    s.add_argument("--manifests", nargs="*", help="BACKBONE=FEATURE_MANIFEST_JSON for each backbone")
+    s.add_argument("--workflow-dir", help="the workflow's folder (for its git commit)")
+    s.add_argument("--json", required=True)
+    s.add_argument("--html", required=True)
+    s.add_argument("--features-html", required=True)
     return p
 
 

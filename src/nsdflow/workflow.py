@@ -31,7 +31,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "readouts": ("split.py", "regions.py", "features/store.py", "readouts/__init__.py", "readouts/ridge.py",
                  "readouts/pipeline.py"),
     "evaluate": ("evaluate.py", "scoring.py"),
-    "plots": ("plots.py",),
+    "summary": ("evaluate.py", "scoring.py", "report.py"),
+    "plots": ("plots.py", "brainmap.py"),
+    "report": ("report.py",),
     "submission": ("submission.py",),
 }
 
@@ -146,6 +148,13 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
                               "use init: checkpoint with a local file")
         if w["init"] == "pretrained" and not w.get("tag"):
             raise ConfigError(f"backbones.{name}.weights: init is pretrained but tag is not set")
+    if (config.get("plots") or {}).get("split") == "test" and not demo:
+        from .layout import WithheldPaths
+
+        lacking = [s for s in subjects if not withheld or not WithheldPaths(withheld, s).test_fmri("lh").is_file()]
+        if lacking:
+            raise ConfigError(f"plots.split: test needs the withheld test responses, which {', '.join(lacking)} "
+                              "lack (data.withheld/subjXX/lh_test_fmri.npy); use val")
     sub = (config.get("submission") or {}).get("model") or next(iter(models))
     if sub not in models:
         raise ConfigError(f"submission.model: {sub!r} is not a configured model; models: {', '.join(models)}")

@@ -68,4 +68,9 @@ def final_outputs():
         "results/submission/submission.zip",
     ]
     outputs += expand("results/plots/roi_median_r/{subject}_{hemi}.png", subject=PLAN.subjects, hemi=HEMIS)
+    # Evaluation and report (issue 5): score tables as a page, brain maps, the checked zip, provenance.
+    outputs += ["results/scores/scores.html", "results/submission/check.txt", "results/report/provenance.html"]
+    if config["plots"]["brain_maps"]["enabled"]:
+        outputs += expand("results/plots/brain_maps/{model}/{subject}.png", model=PLAN.scored_models,
+                          subject=PLAN.subjects)
     return outputs
