@@ -9,17 +9,68 @@ drives headless Chromium through the DevTools protocol (tests/cdp.py, standard l
 import base64
 import json
 import re
-import urllib.parse
+import subprocess
+import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from cdp import Browser, find_chromium
-from conftest import run_snakemake
-
-pytestmark = pytest.mark.e2e
+from conftest import REPO, nsdflow_env, run_snakemake
+from nsdflow.report import git_state, scores_html, weights_text
 
 CATEGORIES = ["1. Provenance", "2. Features", "3. Scores", "4. Figures", "5. Submission"]
+
+
+# ----------------------------------------------------------------------------- the pages, without a run
+
+
+def test_weights_identity_in_words():
+    assert weights_text({"init": "random", "seed": 3}) == "random initialisation (seed 3): not trained"
+    assert weights_text({"init": "checkpoint", "path": "/w/a.pth", "sha256": "ab12"}) == \
+        "checkpoint /w/a.pth, sha256 ab12"
+    assert weights_text({"init": "pretrained", "tag": "openai"}) == "pretrained tag openai"
+
+
+def test_git_state_outside_a_checkout(tmp_path):
+    assert git_state(tmp_path)["commit"] is None
+    assert git_state(REPO).get("commit") is None or len(git_state(REPO)["commit"]) == 40
+
+
+def test_provenance_cli(tmp_path):
+    manifest = {"spec": {"kind": "alexnet", "model": None, "weights": {"init": "random", "seed": 0},
+                         "layers": {"features.5": {"pool": "avg2"}}, "input_size": 224, "dtype": "float16"},
+                "layers": {"features.5": {"shape": [10, 768], "dtype": "float16"}}, "device": "cpu", "n_images": 10}
+    (tmp_path / "alex.json").write_text(json.dumps(manifest))
+    config = {"data": {"root": "demo"}, "models": {"m": {"readout": "ridge", "features": ["alex/features.5"]}}}
+    out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("json", "json"), ("html", "html"), ("features", "html"))}
+    proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "provenance", "--config", json.dumps(config),
+                           "--manifests", f"alex={tmp_path / 'alex.json'}", "--workflow-dir", str(REPO),
+                           "--json", str(out["json"]), "--html", str(out["html"]),
+                           "--features-html", str(out["features"])], capture_output=True, text=True,
+                          env=nsdflow_env())
+    assert proc.returncode == 0, proc.stderr
+    prov = json.loads(out["json"].read_text())
+    assert prov["config"] == config and prov["packages"]["numpy"] and prov["nsdflow_version"]
+    assert prov["backbones"][0]["layers"] == "features.5 avg2 768"
+    assert "readout: ridge" in out["html"].read_text()
+    assert "random initialisation (seed 0): not trained" in out["features"].read_text()
+
+
+def test_scores_page_without_noise_ceilings():
+    from nsdflow.evaluate import summarize
+
+    rng = np.random.default_rng(0)
+    vertices = pd.DataFrame({"model": "m", "subject": "subj01", "hemi": np.repeat(["lh", "rh"], 20),
+                             "prf-visualrois": "V1v", "r_val": rng.uniform(-0.1, 0.6, 40)})
+    page = scores_html(summarize(vertices))
+    assert "No noise ceilings are known for this run" in page and "mean Pearson r" in page
+    assert "V1d" in page and "&mdash;" in page  # an ROI absent everywhere: no value
+
+
+# ----------------------------------------------------------------------------- the tiny run's report
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +92,7 @@ def _decode(data_uri):
     return base64.b64decode(data_uri.split("base64,", 1)[1])
 
 
+@pytest.mark.e2e
 def test_report_holds_tables_figures_config_and_provenance(report):
     workdir, out = report
     text = out.read_text()
@@ -74,6 +126,7 @@ def test_report_holds_tables_figures_config_and_provenance(report):
     assert "every challenge vertex lies on fsaverage5" in caption
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(find_chromium() is None,
                     reason="chromium is not installed (Debian package 'chromium', see .ci/apt-packages.txt)")
 def test_report_shows_every_figure_in_chromium(report):
