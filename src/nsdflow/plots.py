@@ -96,8 +96,7 @@ def plot_roi_bars(summary: pd.DataFrame, subject: str, hemi: str, out: str | Pat
             lowest = min(lowest, np.nanmin(q25) if np.isfinite(q25).any() else 0.0)
     absent = [i for i, k in enumerate(rois) if df[(df["roi_class"] == k[0]) & (df["roi"] == k[1])]["n_vertices"].sum() == 0]
     for i in absent:
-        ax.text(i, 0.01, "absent", transform=ax.get_xaxis_transform(), rotation=90, ha="center", va="bottom",
-                fontsize=7, color="0.5")
+        ax.text(i, 0.0, " absent", rotation=90, ha="center", va="bottom", fontsize=7, color="0.5")
     ax.axhline(0, color="0.2", lw=0.6, zorder=2)
     ax.set_xticks(x, [r for _, r in rois], rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_xlim(-0.6, len(rois) - 0.4)
