@@ -28,13 +28,19 @@ def pearson_columns(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         raise ValueError(f"responses {a.shape} and predictions {b.shape} differ in shape")
     if a.ndim == 1:
         a, b = a[:, None], b[:, None]
+    # A constant column has no correlation: decide that exactly, before the mean's rounding error
+    # turns it into tiny nonzero deviations that would correlate with anything.
+    constant = (a.max(axis=0) == a.min(axis=0)) | (b.max(axis=0) == b.min(axis=0))
     a = a - a.mean(axis=0)
     b = b - b.mean(axis=0)
-    num = np.einsum("ij,ij->j", a, b)
-    den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
+    # Scale each column to unit maximum so that tiny responses don't underflow when squared.
     with np.errstate(invalid="ignore", divide="ignore"):
+        a = a / np.abs(a).max(axis=0)
+        b = b / np.abs(b).max(axis=0)
+        num = np.einsum("ij,ij->j", a, b)
+        den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
         r = num / den
-    r[den == 0] = np.nan
+    r[constant | (den == 0)] = np.nan
     return np.clip(r, -1.0, 1.0)
 
 
@@ -67,7 +73,8 @@ def noise_normalized_score(r: np.ndarray, nc_fraction: np.ndarray) -> np.ndarray
     r2 = np.maximum(r, 0.0) ** 2
     nc = np.array(nc_fraction, dtype=np.float64)
     nc[nc == 0] = NC_ZERO_REPLACEMENT
-    return 100.0 * np.minimum(r2 / nc, 1.0)
+    with np.errstate(over="ignore"):  # a ceiling of ~1e-300 overflows r^2/NC to inf: clipped to 100 below
+        return 100.0 * np.minimum(r2 / nc, 1.0)
 
 
 def challenge_score(r_list, nc_list) -> float:
