@@ -66,7 +66,8 @@ def cmd_validate_data(a):
     classes = tuple(ROI_CLASSES) if a.roi_classes is None else tuple(a.roi_classes)
     for subject in subjects:
         t0 = time.time()
-        summary = validate_subject(a.root, subject, roi_classes=classes, check_finite=not a.no_finite_check)
+        summary = validate_subject(a.root, subject, roi_classes=classes, check_finite=not a.no_finite_check,
+                                   check_images=not a.no_image_check)
         nv = ", ".join(f"{h} {n}" for h, n in summary.n_vertices.items())
         print(f"{summary.subject}: {summary.n_train} training images, {summary.n_test} test images, "
               f"vertices {nv} - OK ({time.time() - t0:.1f} s)")
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subject", action="append", help="subject to check (repeatable); default: all in the root")
     s.add_argument("--roi-classes", nargs="*", default=None, help="ROI classes that must be present (default: all six)")
     s.add_argument("--no-finite-check", action="store_true", help="skip the NaN/inf scan of the fMRI")
+    s.add_argument("--no-image-check", action="store_true",
+                   help="skip verifying that every PNG is complete and uncorrupted")
     s.add_argument("--json", help="write the summary as JSON (a file for one subject, a folder for several)")
 
     s = add("index-images", cmd_index_images, "list every subject's images and NSD ids (CSV)")
@@ -462,12 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report_error(command: str, msg) -> None:
+    # On a line of its own: a progress bar may have left the cursor mid-line.
+    sys.stderr.write(f"\nnsdflow {command}: error: {msg}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from .data import DataError
-    from .io import OutputError
+    from .io import OutputError, explain_os_error
 
     # Errors that carry a message meant for the user (BackboneError, PoolingError are ValueErrors).
     known = (DataError, OutputError, ValueError, KeyError, FileNotFoundError, RuntimeError)
@@ -477,7 +485,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"nsdflow {args.command}: error: {msg}", file=sys.stderr)
+        _report_error(args.command, msg)
+        return 1
+    except OSError as err:
+        # A full disk or an unwritable folder, wherever it surfaced (zarr, numpy, PIL): say so plainly.
+        # write() errors carry no file name: name what this command was writing instead.
+        outputs = [str(getattr(args, k)) for k in ("store", "out", "outdir", "manifest", "json") if getattr(args, k, None)]
+        msg = explain_os_error(err, None if err.filename else " / ".join(outputs) or None)
+        if msg is None or args.debug:
+            raise
+        _report_error(args.command, msg)
         return 1
     return 0
 

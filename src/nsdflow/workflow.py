@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError  # noqa: F401 - re-exported: the error of make_plan
+from .data import DataError, list_subjects
 from .layout import ROI_CLASSES, SubjectPaths, subject_name
 from .regions import region_names
 
@@ -36,10 +38,6 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "report": ("report.py",),
     "submission": ("submission.py",),
 }
-
-
-class ConfigError(ValueError):
-    """The config is valid against the schema but inconsistent; the message names the key."""
 
 
 def code_version(stage: str) -> str:
@@ -106,9 +104,10 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
         root, withheld = data["root"], data.get("withheld")
         if not Path(root).is_dir():
             raise ConfigError(f"data.root: {root} does not exist or is not a folder (use \"demo\" for the demo data)")
-        available = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and p.name.startswith("subj"))
-        if not available:
-            raise ConfigError(f"data.root: {root} holds no subjXX folders; is it the Algonauts data root?")
+        try:
+            available = list_subjects(root)
+        except DataError as err:
+            raise ConfigError(f"data.root: {err.problems[0].message}") from None
         if withheld and not Path(withheld).is_dir():
             raise ConfigError(f"data.withheld: {withheld} does not exist or is not a folder")
     wanted = data.get("subjects", "all")

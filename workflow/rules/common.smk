@@ -12,7 +12,8 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from nsdflow.workflow import ConfigError, canonical, code_version, data_inputs, make_plan
+from nsdflow.config import ConfigError, check_config
+from nsdflow.workflow import canonical, code_version, data_inputs, make_plan
 
 
 # Jobs run the `nsdflow` command of the environment Snakemake runs in (a venv need not be activated);
@@ -21,6 +22,12 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 os.environ["NSDFLOW_WORKFLOW_DIR"] = str(workflow.basedir)
 ENV = "../../envs/nsdflow.yaml"
 
+# Every problem of the config at once, in words (Snakemake's validate stops at the first and dumps
+# the schema); validate then fills in the schema's defaults.
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 validate(config, "../schemas/config.schema.yaml")
 
 try:
