@@ -69,3 +69,17 @@ def final_outputs():
     ]
     outputs += expand("results/plots/roi_median_r/{subject}_{hemi}.png", subject=PLAN.subjects, hemi=HEMIS)
     return outputs
+
+
+# With a cluster executor (profiles/slurm) these run on the submitting node instead of as jobs:
+# each is seconds of work on small files, where a batch job would wait in the queue for longer.
+localrules:
+    all,
+    image_index,
+    split,
+    merge,
+    score,
+    summarize,
+    plot_roi_bars,
+    plot_models,
+    submission,
