@@ -84,3 +84,23 @@ def nsdflow_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A running one-node SLURM cluster (tests/slurm_cluster.py), stopped by process id at the end.
+
+    Skips only where SLURM is not installed (or the tests do not run as root); a cluster that is
+    installed but does not start is a failure.
+    """
+    from slurm_cluster import SlurmCluster, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -224,10 +224,10 @@ class SlurmCluster:
     # ------------------------------------------------------------------ use
 
     def jobs(self) -> list[dict[str, str]]:
-        """Every job the controller still knows (all states): id, name, state, partition, gres."""
-        out = self._run("squeue", "-h", "--states=all", "-o", "%i|%j|%T|%P|%b|%C|%m").stdout
-        keys = ("id", "name", "state", "partition", "tres", "cpus", "mem")
-        return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
+        """Every job the controller still knows (all states): id, name, state, cpus, mem, time limit, comment."""
+        out = self._run("squeue", "-h", "--states=all", "-o", "%i|%j|%T|%C|%m|%l|%k").stdout
+        keys = ("id", "name", "state", "cpus", "mem", "time_limit", "comment")
+        return [dict(zip(keys, (v.strip() for v in line.split("|")))) for line in out.splitlines() if line.strip()]
 
     def job_details(self, job_id: str) -> str:
         return self._run("scontrol", "show", "job", job_id).stdout
