@@ -7,6 +7,7 @@ Snakemake's dry run which jobs it would run after one change. Only the SIGKILL t
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -66,6 +67,17 @@ def planned(workdir: Path, *args, **kw) -> list[tuple[str, str]]:
             jobs.append((m.group(1), wc.group(1) if wc else ""))
     assert jobs, out[-3000:]
     return jobs
+
+
+def incomplete_outputs(workdir: Path) -> list[str]:
+    """Outputs that Snakemake marked as being written by a job that has not finished."""
+    root = workdir / ".snakemake/incomplete"
+    names = []
+    for path in root.rglob("*") if root.is_dir() else []:
+        if path.is_file() and path.name != "migration_underway":
+            parts = [p.lstrip("@") for p in path.relative_to(root).parts]
+            names.append(base64.urlsafe_b64decode("".join(parts)).decode())
+    return names
 
 
 def counts(jobs) -> Counter:
@@ -173,7 +185,8 @@ def test_killed_run_completes_with_rerun_incomplete(run_copy, completed_run):
     deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline:
-            redone = [p for p, t in before.items() if p.stat().st_mtime_ns != t]
+            # (Snakemake deletes a job's old outputs when it starts it.)
+            redone = [p for p, t in before.items() if p.exists() and p.stat().st_mtime_ns != t]
             running = list(incomplete.glob("*")) if incomplete.is_dir() else []
             if len(redone) >= 2 and running:
                 break
@@ -186,9 +199,16 @@ def test_killed_run_completes_with_rerun_incomplete(run_copy, completed_run):
         proc.wait()
     assert len(redone) < N_FITS
 
-    # The killed controller left its lock; the job it was running is marked incomplete (if its
-    # output exists, a plain run refuses to use it), and --rerun-incomplete redoes it.
+    # The killed controller left its lock, and a marker for each output of the job it was running.
     snakemake(run_copy, "--unlock")
+    marked = incomplete_outputs(run_copy)
+    assert marked, "no job was marked incomplete"
+    if any((run_copy / f).exists() for f in marked):
+        # An output that exists but whose job never finished is refused by a plain run...
+        plain = snakemake(run_copy, "--dry-run", check=False)
+        assert plain.returncode != 0 and "incomplete" in (plain.stdout + plain.stderr).lower()
+    # ...and --rerun-incomplete redoes those jobs (outputs are written under a temporary name and
+    # renamed when complete, so a missing output is all a killed job can leave).
     snakemake(run_copy, "--rerun-incomplete")
     assert planned(run_copy) == []
     # No step read a partial file: the results are those of the uninterrupted run.
