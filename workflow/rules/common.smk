@@ -12,7 +12,7 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from nsdflow.workflow import ConfigError, canonical, code_version, data_inputs, make_plan
+from nsdflow.workflow import ConfigError, canonical, code_version, data_fingerprint, data_inputs, make_plan
 
 
 # Jobs run the `nsdflow` command of the environment Snakemake runs in (a venv need not be activated);
@@ -52,7 +52,8 @@ def feature_store(backbone):
 
 
 def raw_data(wildcards):
-    """What a subject's validation depends on: the demo's manifest, or the real files."""
+    """What a subject's validation depends on: the demo's manifest, or the real data's small files
+    (the large ones enter through the data_fingerprint param: see nsdflow.workflow.data_inputs)."""
     return [DEMO_MANIFEST] if PLAN.demo else data_inputs(PLAN, wildcards.subject)
 
 

@@ -30,6 +30,7 @@ rule validate_data:
         root=PLAN.data_root,
         classes=" ".join(PLAN.roi_classes),
         finite="" if config["data"]["check_finite"] else "--no-finite-check",
+        data=lambda wc: data_fingerprint(PLAN, wc.subject),  # fMRI and image listing: content, not times
         code=code_version("data"),
     conda:
         ENV
