@@ -51,10 +51,9 @@ def missing_reason() -> str | None:
 
 
 def _exe(name: str) -> str:
-    """The absolute path of a SLURM program (never one of the ``bin/`` wrappers written below)."""
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if not p.endswith("/bin")
-                           or Path(p, "..", "slurm.conf").resolve().exists() is False)
-    return shutil.which(name, path=path + os.pathsep + "/usr/bin:/usr/sbin") or str(Path("/usr/sbin", name))
+    """The absolute path of a SLURM program, never one of the ``bin/`` wrappers that clusters write."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if not (Path(d).parent / "slurm.conf").exists()]
+    return shutil.which(name, path=os.pathsep.join(dirs + ["/usr/bin", "/usr/sbin"])) or str(Path("/usr/sbin", name))
 
 
 def _free_ports(n: int) -> list[int]:
