@@ -142,6 +142,7 @@ class SlurmCluster:
         self.procs: dict[str, subprocess.Popen] = {}
         self.conf = self.base / "slurm.conf"
         self.node = ""
+        self.memory_mb = 0
 
     # ------------------------------------------------------------------ setup
 
@@ -150,6 +151,7 @@ class SlurmCluster:
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         hw = node_hardware()
         self.node = hw["NodeName"]
+        self.memory_mb = int(hw.get("RealMemory", 0))
         devices = []
         for i in range(self.gpus):
             dev = self.base / "dev" / f"nvidia{i}"
@@ -185,6 +187,8 @@ class SlurmCluster:
             args = [_exe(daemon), "-D", "-f", str(self.conf)]
             if daemon == "slurmctld":
                 args.append("-i")  # ignore any saved state: a fresh cluster every time
+            else:
+                args += ["-N", self.node]  # this node, whether or not the host name resolves
             self.procs[daemon] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                                   start_new_session=True, preexec_fn=_die_with_parent)
             log.close()

@@ -9,6 +9,7 @@ wide), the local rules never reached SLURM, and a second run has nothing to do.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -48,11 +49,11 @@ def snakemake_slurm(workdir, cluster, *args):
            # This cluster has no accounting database: poll squeue (MinJobAge keeps finished jobs listed).
            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
            "--cores", "2", "--local-cores", "1", "--latency-wait", "5",
-           "--resources", *profile_resources(8000),
+           "--resources", *profile_resources(min(8000, cluster.memory_mb // 2)),
            "--group-components", "fits=3", *args]
     env = nsdflow_env()
-    env.update({k: v for k, v in cluster.env.items() if k in ("SLURM_CONF", "PATH")})
-    env["PATH"] = cluster.env["PATH"].split(":", 1)[0] + ":" + env["PATH"]
+    env["SLURM_CONF"] = cluster.env["SLURM_CONF"]
+    env["PATH"] = str(cluster.base / "bin") + os.pathsep + env["PATH"]  # its srun wrapper (tests/slurm_cluster.py)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
