@@ -51,7 +51,7 @@ def test_touching_keeps_the_fingerprint_and_a_change_shows(small_root):
     np.save(p.fmri("lh"), fmri + 1)
     changed = data_fingerprint(plan, "subj01")
     assert changed != before
-    # One more training image (name and size are read, not the pixels or the time).
+    # One more training image (the names are read, not the pixels or the times).
     (p.images_dir("train") / "train-0021_nsd-00099.png").write_bytes(b"x")
     assert data_fingerprint(plan, "subj01") != changed
 
