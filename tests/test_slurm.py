@@ -1,10 +1,13 @@
 """The demo DAG through profiles/slurm on a real one-node SLURM cluster (tests/slurm_cluster.py).
 
 The cluster has two CPUs, this machine's memory and two fake GPUs; SLURM has no accounting here,
-so the executor polls ``squeue`` (jobs stay listed for MinJobAge). Checked: the results are those
-of a local run, every job that is not a local rule went through ``sbatch`` with the requests the
-profile and the config give it (extraction a GPU, fits grouped three to a job, each group one fit
-wide), the local rules never reached SLURM, and a second run has nothing to do.
+so the executor polls ``squeue`` (jobs stay listed for MinJobAge). Checked: the scores and the
+submission are there and sound, every job that is not a local rule went through ``sbatch`` with
+the requests the profile and the config give it (extraction a GPU, fits grouped three to a job,
+each group one fit wide), the local rules never reached SLURM, and a second run has nothing to do.
+The profile is used as shipped except for what this small cluster needs: the squeue status
+command, a first status poll after 1 s instead of 20, 2 cores, a lower memory cap, and groups of
+3 fits instead of 24 (so that the 8 fits make several groups).
 """
 
 from __future__ import annotations
