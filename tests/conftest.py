@@ -109,3 +109,23 @@ def tiny_run(tmp_path_factory):
     shutil.copy(REPO / "tests" / "configs" / "tiny.yaml", workdir / "config.yaml")
     proc = run_snakemake(workdir)
     return workdir, proc
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A running one-node SLURM cluster (tests/slurm_cluster.py), stopped by process id at the end.
+
+    Skips only where SLURM is not installed (or the tests do not run as root); a cluster that is
+    installed but does not start is a failure.
+    """
+    from slurm_cluster import SlurmCluster, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

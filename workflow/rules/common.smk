@@ -13,7 +13,7 @@ except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from nsdflow.config import ConfigError, check_config
-from nsdflow.workflow import canonical, code_version, data_inputs, make_plan
+from nsdflow.workflow import canonical, code_version, data_fingerprint, data_inputs, make_plan
 
 
 # Jobs run the `nsdflow` command of the environment Snakemake runs in (a venv need not be activated);
@@ -59,7 +59,8 @@ def feature_store(backbone):
 
 
 def raw_data(wildcards):
-    """What a subject's validation depends on: the demo's manifest, or the real files."""
+    """What a subject's validation depends on: the demo's manifest, or the real data's small files
+    (the large ones enter through the data_fingerprint param: see nsdflow.workflow.data_inputs)."""
     return [DEMO_MANIFEST] if PLAN.demo else data_inputs(PLAN, wildcards.subject)
 
 
@@ -81,3 +82,19 @@ def final_outputs():
         outputs += expand("results/plots/brain_maps/{model}/{subject}.png", model=PLAN.scored_models,
                           subject=PLAN.subjects)
     return outputs
+
+
+# With a cluster executor (profiles/slurm) these run on the submitting node instead of as jobs:
+# each is seconds of work on small files, where a batch job would wait in the queue for longer.
+localrules:
+    all,
+    image_index,
+    split,
+    merge,
+    score,
+    summarize,
+    plot_roi_bars,
+    plot_models,
+    plot_brain_map,
+    provenance,
+    submission,

@@ -31,6 +31,7 @@ rule validate_data:
         classes=" ".join(PLAN.roi_classes),
         finite="" if config["data"]["check_finite"] else "--no-finite-check",
         images="" if config["data"]["check_images"] else "--no-image-check",
+        data=lambda wc: data_fingerprint(PLAN, wc.subject),  # fMRI and image listing: content, not times
         code=code_version("data"),
     conda:
         ENV
