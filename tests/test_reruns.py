@@ -27,7 +27,9 @@ from conftest import REPO, nsdflow_env
 pytestmark = pytest.mark.e2e
 
 # Everything downstream of the readouts: what a readout change must rerun, besides the fits.
-AFTER_FITS = {"merge", "score", "summarize", "plot_roi_bars", "plot_models", "submission", "all"}
+AFTER_FITS = {"merge", "score", "summarize", "plot_roi_bars", "plot_models", "plot_brain_map", "submission", "all"}
+# The provenance page records the config and the code's git state: any config change rewrites it.
+PROVENANCE = {"provenance"}
 EXTRACTION = {"demo_data", "validate_data", "image_index", "image_cache", "extract"}
 
 
@@ -119,7 +121,7 @@ def test_readout_parameter_reruns_that_models_fits_and_what_follows(run_copy):
     jobs = counts(planned(run_copy))
     assert jobs["fit"] == N_FITS
     assert jobs["merge"] == 2 and jobs["score"] == 2 and jobs["submission"] == 1
-    assert set(jobs) <= {"fit", "design"} | AFTER_FITS, jobs  # design only if it reads the changed key
+    assert set(jobs) <= {"fit", "design"} | AFTER_FITS | PROVENANCE, jobs  # design only if it reads the changed key
     assert not EXTRACTION & set(jobs), jobs
 
 
@@ -136,7 +138,10 @@ def test_adding_a_backbone_adds_its_extraction_and_its_fits_only(run_copy):
     assert all("model=clip_ridge" in wc for rule, wc in jobs if rule in ("design", "merge", "score")), jobs
     # The new model's scores join the summary and its figures; the submission (alex_ridge) stays.
     assert set(counts(jobs)) == {"extract", "design", "fit", "merge", "score", "summarize", "plot_roi_bars",
-                                 "plot_models", "all"}, counts(jobs)
+                                 "plot_models", "plot_brain_map", "all"} | PROVENANCE, counts(jobs)
+    # Brain maps share one colour scale over all models, so the existing model's map is redrawn too.
+    assert sorted(wc for rule, wc in jobs if rule == "plot_brain_map") == [
+        "model=alex_ridge, subject=subj01", "model=clip_ridge, subject=subj01"]
 
 
 def test_editing_the_readout_code_reruns_readouts_not_extraction(run_copy, tmp_path):
@@ -146,8 +151,8 @@ def test_editing_the_readout_code_reruns_readouts_not_extraction(run_copy, tmp_p
                                                               "__pycache__", "*.egg-info", ".pytest_cache"))
     env = nsdflow_env()
     env["PYTHONPATH"] = str(repo / "src")
-    # The copy itself changes nothing...
-    assert planned(run_copy, snakefile=repo / "Snakefile", env=env) == []
+    # The copy itself changes nothing but the provenance page (the copy has no git history to record)...
+    assert {rule for rule, _ in planned(run_copy, snakefile=repo / "Snakefile", env=env)} <= PROVENANCE | {"all"}
     # ...an edit of the readout code reruns the readout stage and what follows, and no extraction.
     with open(repo / "src/nsdflow/readouts/ridge.py", "a") as f:
         f.write("\n# an edit\n")

@@ -26,7 +26,7 @@ from conftest import REPO, nsdflow_env
 
 PROFILE = REPO / "profiles" / "slurm"
 LOCAL_RULES = {"all", "image_index", "split", "merge", "score", "summarize", "plot_roi_bars", "plot_models",
-               "submission"}
+               "plot_brain_map", "provenance", "submission"}
 
 
 def slurm_config() -> dict:
