@@ -30,6 +30,8 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 
 SPEC_ATTR = "nsdflow_spec"
+#: How long :func:`open_store` waits for a job with other settings before raising StoreBusy.
+STORE_WAIT_SECONDS = 60.0
 
 
 def normalise_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def _flock(fh, mode: int) -> bool:
 
 
 @contextlib.contextmanager
-def open_store(store: str | Path, spec: dict[str, Any], create, wait: float = 60.0) -> Iterator[tuple[Any, bool]]:
+def open_store(store: str | Path, spec: dict[str, Any], create, wait: float | None = None) -> Iterator[tuple[Any, bool]]:
     """Open ``store`` for writing while other processes may write it too; yields ``(group, resumed)``.
 
     The store is reused if its spec equals ``spec``, else rebuilt (:func:`open_resumable`), and
@@ -160,7 +162,7 @@ def open_store(store: str | Path, spec: dict[str, Any], create, wait: float = 60
     holds a shared lock on ``<store>.lock``; creating or rebuilding needs the exclusive lock,
     held only for that moment. So shards of one extraction open the store together and write
     their own chunks, while a job with *other* settings cannot delete a store that a running
-    job writes: it waits up to ``wait`` seconds, then raises :class:`StoreBusy`. Locks vanish
+    job writes: it waits up to ``wait`` seconds (:data:`STORE_WAIT_SECONDS`), then raises :class:`StoreBusy`. Locks vanish
     with their process: a killed job leaves none behind.
     """
     import fcntl
@@ -171,7 +173,7 @@ def open_store(store: str | Path, spec: dict[str, Any], create, wait: float = 60
     spec = normalise_spec(spec)
     lock = store.with_name(store.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + (STORE_WAIT_SECONDS if wait is None else wait)
 
     with open(lock, "a+") as fh:
         while True:

@@ -250,7 +250,8 @@ def extract_features(
                 if not np.isfinite(values32).all():
                     raise FloatingPointError(f"{name}/{layer}: the network produced NaN or inf for images {lo}..{hi - 1} "
                                              f"(NSD ids {cache.nsd_ids[lo]}..{cache.nsd_ids[hi - 1]})")
-                values = values32.astype(dtype)
+                with np.errstate(over="ignore"):
+                    values = values32.astype(dtype)
                 if not np.isfinite(values).all():
                     raise FloatingPointError(f"{name}/{layer}: features of images {lo}..{hi - 1} overflow {dtype}: "
                                              f"set backbones.{name}.dtype: float32")
