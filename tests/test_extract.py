@@ -213,7 +213,8 @@ def test_an_image_shared_by_two_subjects_is_extracted_once(cache, tmp_path):
     np.testing.assert_array_equal(x1, store.read("features.5", shared_ids[::-1])[::-1])
 
 
-def test_changed_settings_reextract_and_other_weights_are_never_reused(cache, tmp_path):
+def test_changed_settings_reextract_and_other_weights_are_never_reused(few, tmp_path):
+    cache = few
     n = _extract(cache, tmp_path)["n_images"]
     assert _extract(cache, tmp_path)["extracted_images"] == 0  # same settings: reused
     repooled = _extract(cache, tmp_path, {**ALEX, "layers": {**ALEX["layers"], "features.5": {"pool": "avg2"}}})
@@ -234,7 +235,8 @@ def test_changed_settings_reextract_and_other_weights_are_never_reused(cache, tm
     assert not np.allclose(_all(tmp_path / "alex.zarr", "features.5"), before)
 
 
-def test_float32_storage_and_float16_overflow_is_an_error(cache, tmp_path):
+def test_float32_storage_and_float16_overflow_is_an_error(few, tmp_path):
+    cache = few
     info = _extract(cache, tmp_path, {**ALEX, "dtype": "float32"})
     assert info["layers"]["features.5"]["dtype"] == "float32"
     import zarr
@@ -258,6 +260,9 @@ def test_sharded_equals_unsharded_and_combine_checks_every_chunk(cache, tmp_path
     assert info["n_images"] == whole["n_images"] and info["shards"] == 3
     for layer in ALEX["layers"]:
         np.testing.assert_array_equal(_all(tmp_path / "sharded.zarr", layer), _all(tmp_path / "whole.zarr", layer))
+    # Another number of shards re-extracts nothing already written.
+    assert sum(_extract(cache, tmp_path, store=tmp_path / "sharded.zarr", shard=k, shards=2)["extracted_images"]
+               for k in range(2)) == 0
     (tmp_path / "sharded.zarr" / "done" / "5").unlink()
     with pytest.raises(RuntimeError, match=r"1 of 7 chunks are not done \(e.g. \[5\]\), from shards \[2\]"):
         combine_features(tmp_path / "sharded.zarr", manifests, tmp_path / "alex.json")
@@ -267,7 +272,8 @@ def test_sharded_equals_unsharded_and_combine_checks_every_chunk(cache, tmp_path
         combine_features(tmp_path / "sharded.zarr", manifests, tmp_path / "alex.json")
 
 
-def test_a_store_written_by_a_running_job_is_not_rebuilt_by_another(cache, tmp_path, monkeypatch):
+def test_a_store_written_by_a_running_job_is_not_rebuilt_by_another(few, tmp_path, monkeypatch):
+    cache = few
     from nsdflow.features import chunks
 
     monkeypatch.setattr(chunks, "STORE_WAIT_SECONDS", 0.5)  # do not wait a minute for the other job
@@ -275,7 +281,7 @@ def test_a_store_written_by_a_running_job_is_not_rebuilt_by_another(cache, tmp_p
             "nsd_ids", data=np.arange(3), chunks=(3,))):
         with pytest.raises(StoreBusy, match="being written by another job"):
             _extract(cache, tmp_path)
-    assert _extract(cache, tmp_path)["extracted_images"] == 52  # once that job is gone, rebuilt
+    assert _extract(cache, tmp_path)["extracted_images"] == 8  # once that job is gone, rebuilt
 
 
 # ----------------------------------------------------------------------------- killed and resumed

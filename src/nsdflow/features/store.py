@@ -23,7 +23,8 @@ class FeatureStore:
 
         self.store = Path(store)
         if not (self.store / "zarr.json").is_file():
-            raise FileNotFoundError(f"{self.store} is not a feature store; run its extract rule")
+            raise FileNotFoundError(f"{self.store} is not a feature store (deleted?); rerun its extraction: "
+                                    "snakemake --forcerun extract")
         self.group = zarr.open_group(self.store, mode="r")
         self.spec = dict(self.group.attrs["nsdflow_spec"])
         self.nsd_ids = self.group["nsd_ids"][:]
