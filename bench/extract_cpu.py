@@ -68,8 +68,10 @@ def worker_decode(work: Path, n: int) -> dict:
 def worker_cache(work: Path, n: int, workers: int) -> dict:
     import pandas as pd
 
+    from nsdflow import images
     from nsdflow.images import build_image_cache
 
+    images.MIN_IMAGES_PER_WORKER = 1  # use every worker asked for, however few the images
     index = pd.read_csv(work / "index.csv")
     store = work / f"cache-w{workers}.zarr"
     t0 = time.perf_counter()

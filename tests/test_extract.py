@@ -16,7 +16,8 @@ import torch
 from conftest import nsdflow_env
 from nsdflow.features.backbones import BackboneError, build_backbone, convert_dinov2_state
 from nsdflow.features.chunks import StoreBusy, done_chunks
-from nsdflow.features.extract import LayerRunner, combine_features, extract_features
+from nsdflow.features.combine import combine_features
+from nsdflow.features.extract import LayerRunner, extract_features
 from nsdflow.features.pooling import PoolingError, pool_output
 from nsdflow.features.store import FeatureStore
 from nsdflow.images import ImageCache, build_image_cache, build_index

@@ -98,3 +98,19 @@ def test_decode_converts_modes_and_names_corrupt_files(tmp_path):
     (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
     with pytest.raises(DataError, match=r"cut\.png: cannot decode the image"):
         decode_image(tmp_path / "cut.png")
+
+
+def test_sam_attention_through_sdpa_equals_segment_anythings_own():
+    from segment_anything.modeling.image_encoder import Attention
+
+    b = build_backbone("s", {"kind": "sam", "model": "vit_b", "input_size": 64, "weights": {"init": "random", "seed": 0},
+                             "layers": {"neck": {"pool": "avg2"}}})
+    torch.manual_seed(0)
+    for i, side in ((0, 14), (2, 4)):  # a windowed block (14 x 14 windows) and a global one (4 x 4 tokens)
+        attn = b.model.blocks[i].attn
+        with torch.no_grad():  # relative positions are zero-initialised: make them count
+            attn.rel_pos_h.normal_(std=0.5)
+            attn.rel_pos_w.normal_(std=0.5)
+        x = torch.randn(2, side, side, 768)
+        with torch.inference_mode():
+            torch.testing.assert_close(attn(x), Attention.forward(attn, x), atol=1e-5, rtol=1e-4)

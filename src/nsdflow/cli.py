@@ -105,7 +105,7 @@ def cmd_extract(a):
 
 
 def cmd_combine_features(a):
-    from .features.extract import combine_features
+    from .features.combine import combine_features  # no torch: a light job
 
     info = combine_features(a.store, a.shard_manifests, a.manifest)
     print(f"{a.store}: {info['n_images']} images, every chunk done, from {info['shards']} shard(s) -> {a.manifest}")

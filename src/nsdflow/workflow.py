@@ -28,7 +28,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "data": ("data.py", "layout.py"),
     "images": ("images.py", "features/chunks.py"),
     "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py",
-                 "features/chunks.py"),
+                 "features/chunks.py", "features/combine.py"),
     "readouts": ("split.py", "regions.py", "features/store.py", "readouts/__init__.py", "readouts/ridge.py",
                  "readouts/pipeline.py"),
     "evaluate": ("evaluate.py", "scoring.py"),

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -382,6 +383,8 @@ class SamBackbone(Backbone):
                 encoder.load_state_dict(state)
             except RuntimeError as err:
                 raise BackboneError(f"backbone {self.name!r}: {path} does not hold SAM {variant} weights ({str(err)[:300]})") from err
+        for block in encoder.blocks:  # the same attention through a fused kernel (see _sam_attention_sdpa)
+            block.attn.forward = types.MethodType(_sam_attention_sdpa, block.attn)
         return encoder
 
     def _mean_std(self):
@@ -487,6 +490,31 @@ class DinoV2Backbone(Backbone):
             else:
                 result[layer] = LayerOutput(t.flatten(1), "vector")
         return result
+
+
+def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
+    """segment-anything's ``Attention.forward``, with ``F.scaled_dot_product_attention``.
+
+    The same arithmetic (softmax(q k^T * scale + relative-position bias) v), but the attention
+    matrix is never materialised in float32 and softmaxed separately: at 1024 px a global block
+    attends over 4,096 tokens, and the original (4096 x 4096 per head and image, float32 under
+    autocast) dominates SAM's memory and much of its time on a GPU.
+    """
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    B, H, W, _ = x.shape
+    qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # (B, heads, H*W, head_dim)
+    bias = None
+    if self.use_rel_pos:
+        c = q.shape[-1]
+        r_q = q.reshape(B * self.num_heads, H, W, c)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(H, H, self.rel_pos_h).to(q.dtype))
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(W, W, self.rel_pos_w).to(q.dtype))
+        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(B, self.num_heads, H * W, H * W)
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+    x = x.view(B, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
+    return self.proj(x)
 
 
 def _resize_sam_state(state: dict[str, torch.Tensor], encoder: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -28,8 +28,6 @@ computed. Host memory is two chunk blocks plus the read-ahead, whatever the numb
 
 from __future__ import annotations
 
-import hashlib
-import json
 import contextlib
 import logging
 import time
@@ -42,10 +40,10 @@ import numpy as np
 import torch
 
 from ..images import ImageCache
-from ..io import atomic_write_json, read_json
+from ..io import atomic_write_json
 from .backbones import Backbone, build_backbone
-from .chunks import (chunk_rows, done_chunks, mark_done, missing_chunks, n_chunks, normalise_spec, open_store,
-                     read_spec, shard_chunks)
+from .chunks import chunk_rows, done_chunks, mark_done, n_chunks, normalise_spec, open_store, shard_chunks
+from .combine import combine_features, spec_digest  # noqa: F401 - combine_features is part of this API
 from .pooling import check_pool, pool_output
 
 log = logging.getLogger(__name__)
@@ -57,9 +55,14 @@ FEATURE_FORMAT = 2
 MAX_CHUNK_BYTES = 64 << 20
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str = "auto", shard: int = 0) -> torch.device:
+    """``auto``: CUDA when visible (shard k on GPU k mod the GPUs visible, so that the shards of
+    one extraction spread over a multi-GPU workstation; a cluster job sees its own GPU only), else
+    the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{shard % torch.cuda.device_count()}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES?)")
@@ -101,12 +104,9 @@ def feature_spec(name: str, spec: dict[str, Any], backbone: Backbone, cache: Ima
         "layers": {layer: {"pool": cfg["pool"]} for layer, cfg in sorted(spec["layers"].items())},
         "dtype": spec.get("dtype", "float16"),
         "chunk": int(spec.get("chunk", 256)),
-        "images": {"nsd_ids_sha256": cache.spec["nsd_ids_sha256"], "size": cache.spec["size"]},
+        "images": {"nsd_ids_sha256": cache.spec["nsd_ids_sha256"], "size": cache.spec["size"],
+                   "source": cache.spec.get("source", "png")},
     })
-
-
-def spec_digest(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(normalise_spec(spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -197,8 +197,9 @@ def extract_features(
     for layer, cfg in spec["layers"].items():
         check_pool(cfg["pool"])
     cache = ImageCache(image_store)
-    dev = resolve_device(device)
+    dev = resolve_device(device, shard)
     if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # events, streams and pinned-memory bookkeeping on this GPU
         torch.backends.cudnn.benchmark = True
     backbone = build_backbone(name, spec).to(dev)
     full_spec = feature_spec(name, spec, backbone, cache, dev)
@@ -309,53 +310,3 @@ def extract_features(
     log.info("%s: shard %d of %d: %d images in %.1f s (%s images/s)", name, shard, shards, n_todo, elapsed, rate)
     atomic_write_json(manifest, info)
     return info
-
-
-def combine_features(store: str | Path, shard_manifests: list[str | Path], manifest: str | Path) -> dict[str, Any]:
-    """Check that every shard wrote the same store and every chunk is done; write the manifest.
-
-    Raises RuntimeError naming the chunks (and their shard) that are not done, or the shard
-    whose manifest records other settings than the store.
-    """
-    store = Path(store)
-    spec = read_spec(store)
-    if spec is None:
-        raise RuntimeError(f"{store} is not a feature store; rerun its extract jobs")
-    digest = spec_digest(spec)
-    shards = [read_json(p) for p in shard_manifests]
-    for path, info in zip(shard_manifests, shards):
-        if info.get("spec_sha256") != digest:
-            raise RuntimeError(f"{path} was written for other settings than {store} now holds (the store was rebuilt "
-                               "after that shard ran); rerun the extract jobs")
-    n, chunk = spec_n_images(store), spec["chunk"]
-    missing = missing_chunks(store, n, chunk)
-    if missing:
-        counts = sorted({s["shard"] for s in shards for c in missing if s["chunks"][0] <= c < s["chunks"][1]})
-        raise RuntimeError(f"{store}: {len(missing)} of {n_chunks(n, chunk)} chunks are not done (e.g. {missing[:5]}), "
-                           f"from shards {counts or '(none listed)'}; rerun those extract jobs")
-    extracted = sum(s["extracted_images"] for s in shards)
-    seconds = max((s["seconds"] for s in shards), default=0.0)
-    info = {
-        "backbone": shards[0]["backbone"] if shards else store.stem,
-        "spec": spec,
-        "spec_sha256": digest,
-        "store": str(store),
-        "n_images": n,
-        "layers": shards[0]["layers"] if shards else {},
-        "shards": len(shards),
-        "device": ", ".join(sorted({s["device"] for s in shards})),
-        "extracted_images": extracted,
-        "seconds": seconds,
-        "images_per_second": round(extracted / seconds, 1) if extracted and seconds > 0 else None,
-        "per_shard": [{k: s[k] for k in ("shard", "chunks", "device", "extracted_images", "seconds",
-                                          "images_per_second")} for s in shards],
-    }
-    atomic_write_json(manifest, info)
-    return info
-
-
-def spec_n_images(store: str | Path) -> int:
-    import zarr
-
-    return int(zarr.open_array(Path(store) / "nsd_ids", mode="r").shape[0])
-
