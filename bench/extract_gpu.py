@@ -59,10 +59,18 @@ def spec_of(name: str, tiny: bool, batch_size: int | None) -> dict:
 
 def count_flops(runner, pixels) -> float:
     """FLOPs of one image through the runner (preprocessing, forward, pooling)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        runner(pixels[:1])
+    # nn.MultiheadAttention's inference fast path (open_clip) is one fused op the counter does not
+    # see; counted through its unfused path instead (the same FLOPs).
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            runner(pixels[:1])
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return float(counter.get_total_flops())
 
 
