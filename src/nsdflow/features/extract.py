@@ -55,6 +55,10 @@ FEATURE_FORMAT = 2
 MAX_CHUNK_BYTES = 64 << 20
 
 
+class NonFiniteFeatures(FloatingPointError, ValueError):
+    """A layer gave NaN or inf (or overflows the storage dtype); the message says which images."""
+
+
 def resolve_device(device: str = "auto", shard: int = 0) -> torch.device:
     """``auto``: CUDA when visible (shard k on GPU k mod the GPUs visible, so that the shards of
     one extraction spread over a multi-GPU workstation; a cluster job sees its own GPU only), else
@@ -249,12 +253,12 @@ def extract_features(
             for layer in layers:
                 values32 = block[layer][: hi - lo].numpy()
                 if not np.isfinite(values32).all():
-                    raise FloatingPointError(f"{name}/{layer}: the network produced NaN or inf for images {lo}..{hi - 1} "
+                    raise NonFiniteFeatures(f"{name}/{layer}: the network produced NaN or inf for images {lo}..{hi - 1} "
                                              f"(NSD ids {cache.nsd_ids[lo]}..{cache.nsd_ids[hi - 1]})")
                 with np.errstate(over="ignore"):
                     values = values32.astype(dtype)
                 if not np.isfinite(values).all():
-                    raise FloatingPointError(f"{name}/{layer}: features of images {lo}..{hi - 1} overflow {dtype}: "
+                    raise NonFiniteFeatures(f"{name}/{layer}: features of images {lo}..{hi - 1} overflow {dtype}: "
                                              f"set backbones.{name}.dtype: float32")
                 arrays[layer][lo:hi] = values
             mark_done(store, c)  # only after every layer of the chunk is on disk
