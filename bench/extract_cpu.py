@@ -1,6 +1,6 @@
 """CPU benchmark of the feature stage: the extractor against the challenge tutorial's naive loop.
 
-    python bench/extract_cpu.py [--n 512] [--threads 2] [--out bench/results/extract_cpu.json]
+    python bench/extract_cpu.py [--n 512] [--n-naive 128] [--threads 2] [--out bench/results/extract_cpu.json]
 
 On synthetic NSD-like images (425 x 425 PNG, about 370 KB each), with random weights:
 
@@ -157,6 +157,8 @@ def worker_extract(work: Path, model: str, threads: int, batch_size: int) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=512, help="images")
+    ap.add_argument("--n-naive", type=int, default=128,
+                    help="images of the naive loop (its rate is per image; it holds every feature in memory)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (and cache workers)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -190,13 +192,14 @@ def main() -> None:
     for threads in (1, 2):
         results.append(run_worker(me, "read", str(work), str(threads)))
     for model in a.models:
-        results.append(run_worker(me, "naive", str(work), model, str(a.n), str(a.threads)))
+        results.append(run_worker(me, "naive", str(work), model, str(min(a.n, a.n_naive)), str(a.threads)))
         results.append(run_worker(me, "extract", str(work), model, str(a.threads), str(a.batch_size)))
     print(f"\n{a.n} images, 425 px PNG ({png_kb:.0f} KB each), {a.threads} threads, batch {a.batch_size}, "
           f"{platform.processor() or platform.machine()}\n")
-    print("| what | images/s | seconds | peak memory (MB) |\n|---|---|---|---|")
+    print("| what | images | images/s | seconds | peak memory (MB) |\n|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['what']} | {r['images_per_second']:.1f} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+        print(f"| {r['what']} | {r['images']} | {r['images_per_second']:.1f} | {r['seconds']:.2f} | "
+              f"{r['peak_rss_mb']:.0f} |")
     by = {r["what"]: r for r in results}
     for model in a.models:
         naive, ours = by[f"naive_{model}"], by[f"extractor_{model}"]
