@@ -40,8 +40,9 @@ SOURCES = ("png", "hdf5")
 #: Fewer images than this per worker process are decoded in fewer processes: starting a
 #: process (and importing numpy, zarr, PIL in it) costs about as much as decoding 200 images.
 MIN_IMAGES_PER_WORKER = 200
-#: Compression of the cache's chunks (``images.compression``): uncompressed reads fastest, and
-#: natural images gain only about 10 % from lossless compression.
+#: Compression of the cache's chunks (``images.compression``): uncompressed costs no
+#: decompression when read, and natural images gain only about 10 % from lossless compression
+#: (bench/extract_cache_codecs.py).
 COMPRESSIONS = ("none", "zstd")
 
 
