@@ -87,3 +87,18 @@ def test_sharded_dag_and_a_pooling_change_reextracts_that_backbone_only(tmp_path
     out = snakemake(workdir, "--dry-run", *TARGETS)
     assert job_counts(out) == {"extract": 2, "combine_features": 1}
     assert "backbone=alex," in out and "backbone=alex2" not in out
+
+
+def test_dry_run_reads_nsd_hdf5_when_configured(tmp_path):
+    import h5py
+
+    h5 = tmp_path / "nsd stimuli.hdf5"  # a space: the path must be quoted in the command
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("imgBrick", data=np.zeros((2, 8, 8, 3), np.uint8))
+    config = features_config(shards=1)
+    config["images"] = {"source": "hdf5", "hdf5": str(h5)}
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(workdir, "--dry-run", "--printshellcmds", "results/images/cache.json")
+    assert f"--source hdf5 --hdf5 '{h5}' --hdf5-dataset imgBrick --hdf5-index-base auto" in out

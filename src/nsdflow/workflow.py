@@ -87,7 +87,7 @@ class Plan:
     def weights_files(self, backbone: str) -> list[str]:
         """A backbone's local checkpoint, if any: an input of its extraction (replacing it reruns it)."""
         w = self.backbones[backbone]["weights"]
-        return [w["path"]] if w["init"] == "checkpoint" and w.get("path") else []
+        return [str(Path(w["path"]).expanduser())] if w["init"] == "checkpoint" and w.get("path") else []
 
     def design_spec(self, model: str) -> str:
         """What the cached design depends on: features, readout, and the readout's prepare params."""

@@ -1,5 +1,8 @@
 # Features: index every subject's images, decode each unique image once, extract each backbone.
+import os
 import shlex
+
+HDF5 = os.path.expanduser(config["images"]["hdf5"]) if config["images"]["source"] == "hdf5" else None
 
 
 rule image_index:
@@ -22,7 +25,7 @@ rule image_index:
 rule image_cache:
     input:
         index="results/images/index.csv",
-        hdf5=[config["images"]["hdf5"]] if config["images"]["source"] == "hdf5" else [],
+        hdf5=[HDF5] if HDF5 else [],
     output:
         "results/images/cache.json",
     params:
@@ -31,9 +34,9 @@ rule image_cache:
         chunk=config["images"]["chunk"],
         source=config["images"]["source"],
         hdf5=(
-            f"--hdf5 {shlex.quote(str(config['images']['hdf5']))} --hdf5-dataset {config['images']['hdf5_dataset']}"
+            f"--hdf5 {shlex.quote(HDF5)} --hdf5-dataset {shlex.quote(config['images']['hdf5_dataset'])}"
             f" --hdf5-index-base {config['images']['hdf5_index_base']}"
-            if config["images"]["source"] == "hdf5"
+            if HDF5
             else ""
         ),
         compression=config["images"]["compression"],
