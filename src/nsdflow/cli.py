@@ -88,16 +88,28 @@ def cmd_index_images(a):
 def cmd_cache_images(a):
     from .images import build_image_cache, read_index
 
-    info = build_image_cache(read_index(a.index), a.store, a.manifest, size=a.size, chunk=a.chunk, workers=a.workers)
-    print(f"{info['n_images']} images at {info['size']} px -> {a.store}")
+    base = a.hdf5_index_base if a.hdf5_index_base == "auto" else int(a.hdf5_index_base)
+    info = build_image_cache(read_index(a.index), a.store, a.manifest, size=a.size, chunk=a.chunk, workers=a.workers,
+                             source=a.source, hdf5=a.hdf5, hdf5_dataset=a.hdf5_dataset, index_base=base,
+                             compression=a.compression)
+    print(f"{info['n_images']} images at {info['size']} px from {a.source} -> {a.store} "
+          f"({info['images_per_second']} images/s)")
 
 
 def cmd_extract(a):
     from .features.extract import extract_features
 
-    info = extract_features(a.name, a.spec, a.images, a.store, a.manifest, device=a.device, threads=a.threads)
-    print(f"{a.name}: {info['n_images']} images, layers {', '.join(info['layers'])} "
-          f"({info['images_per_second']} images/s on {info['device']})")
+    info = extract_features(a.name, a.spec, a.images, a.store, a.manifest, device=a.device, threads=a.threads,
+                            shard=a.shard, shards=a.shards, readers=a.readers)
+    print(f"{a.name}: shard {a.shard} of {a.shards}: {info['extracted_images']} of {info['n_images']} images "
+          f"extracted, layers {', '.join(info['layers'])} ({info['images_per_second']} images/s on {info['device']})")
+
+
+def cmd_combine_features(a):
+    from .features.combine import combine_features  # no torch: a light job
+
+    info = combine_features(a.store, a.shard_manifests, a.manifest)
+    print(f"{a.store}: {info['n_images']} images, every chunk done, from {info['shards']} shard(s) -> {a.manifest}")
 
 
 def cmd_split(a):
@@ -355,7 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--size", type=int, default=None, help="cached side in px (default: the images' own)")
     s.add_argument("--chunk", type=int, default=64)
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--workers", type=int, default=1, help="decoding processes")
+    s.add_argument("--source", choices=["png", "hdf5"], default="png",
+                   help="decode the PNGs, or read NSD's nsd_stimuli.hdf5 (--hdf5)")
+    s.add_argument("--hdf5", default=None, help="path of nsd_stimuli.hdf5 (--source hdf5)")
+    s.add_argument("--hdf5-dataset", default="imgBrick")
+    s.add_argument("--hdf5-index-base", choices=["auto", "0", "1"], default="auto",
+                   help="NSD id k is HDF5 row k (0) or k-1 (1); auto: compare a few PNGs with the file")
+    s.add_argument("--compression", choices=["none", "zstd"], default="none")
 
     s = add("extract", cmd_extract, "extract one backbone's layers for every cached image into a Zarr store")
     s.add_argument("--name", required=True)
@@ -365,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--shard", type=int, default=0, help="which shard (0-based) of --shards this job extracts")
+    s.add_argument("--shards", type=int, default=1, help="independent jobs sharing the store's chunks")
+    s.add_argument("--readers", type=int, default=2, help="threads reading the image cache ahead of the model")
+
+    s = add("combine-features", cmd_combine_features,
+            "check that every chunk of a feature store is done and write its manifest")
+    s.add_argument("--store", required=True)
+    s.add_argument("--shard-manifests", nargs="+", required=True, help="the manifest of every shard")
+    s.add_argument("--manifest", required=True)
 
     s = add("split", cmd_split, "seeded validation split of a subject's training images")
     s.add_argument("--summary", required=True)

@@ -29,8 +29,9 @@ PACKAGE = Path(__file__).resolve().parent
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "demo": ("demo.py", "surface.py", "layout.py"),
     "data": ("data.py", "layout.py"),
-    "images": ("images.py",),
-    "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py"),
+    "images": ("images.py", "features/chunks.py"),
+    "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py",
+                 "features/chunks.py", "features/combine.py"),
     "readouts": ("split.py", "regions.py", "features/store.py", "readouts/__init__.py", "readouts/ridge.py",
                  "readouts/pipeline.py"),
     "evaluate": ("evaluate.py", "scoring.py"),
@@ -67,6 +68,7 @@ class Plan:
     models: dict[str, dict]
     submission_model: str
     warnings: list[str] = field(default_factory=list)
+    shards: int = 1  # extraction.shards: extraction jobs per backbone
 
     @property
     def scored_models(self) -> list[str]:
@@ -78,6 +80,15 @@ class Plan:
 
     def backbone_spec(self, name: str) -> str:
         return canonical(self.backbones[name])
+
+    def shard_manifests(self, backbone: str) -> list[str]:
+        """The manifests of a backbone's extraction shards, which its combined manifest needs."""
+        return [f"results/features/{backbone}.shards/{k}-of-{self.shards}.json" for k in range(self.shards)]
+
+    def weights_files(self, backbone: str) -> list[str]:
+        """A backbone's local checkpoint, if any: an input of its extraction (replacing it reruns it)."""
+        w = self.backbones[backbone]["weights"]
+        return [str(Path(w["path"]).expanduser())] if w["init"] == "checkpoint" and w.get("path") else []
 
     def design_spec(self, model: str) -> str:
         """What the cached design depends on: features, readout, and the readout's prepare params."""
@@ -148,6 +159,19 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
                               "use init: checkpoint with a local file")
         if w["init"] == "pretrained" and not w.get("tag"):
             raise ConfigError(f"backbones.{name}.weights: init is pretrained but tag is not set")
+        size = b.get("input_size")
+        multiple = {"sam": 16, "dinov2": 14}.get(b["kind"])
+        if size and multiple and size % multiple:
+            raise ConfigError(f"backbones.{name}.input_size: {size} is not a multiple of {multiple} ({b['kind']}'s "
+                              f"patch size); use {size // multiple * multiple or multiple}")
+    images = config.get("images") or {}
+    if images.get("source") == "hdf5":
+        if not images.get("hdf5"):
+            raise ConfigError("images.hdf5: images.source is hdf5 but no file is set; point it at NSD's "
+                              "nsd_stimuli.hdf5, or set images.source: png")
+        if not Path(images["hdf5"]).expanduser().is_file():
+            raise ConfigError(f"images.hdf5: {images['hdf5']} does not exist; point it at NSD's nsd_stimuli.hdf5, "
+                              "or set images.source: png")
     if (config.get("plots") or {}).get("split") == "test" and not demo:
         from .layout import WithheldPaths
 
@@ -161,7 +185,7 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
     return Plan(
         data_root=str(root), withheld=str(withheld) if withheld else None, demo=demo, subjects=subjects,
         regions=region_names(roi_classes), roi_classes=roi_classes, backbones=used, models=dict(models),
-        submission_model=sub, warnings=warnings,
+        submission_model=sub, warnings=warnings, shards=int((config.get("extraction") or {}).get("shards", 1)),
     )
 
 
