@@ -132,13 +132,14 @@ def test_adding_a_backbone_adds_its_extraction_and_its_fits_only(run_copy):
     config["models"]["clip_ridge"] = tiny["models"]["clip_ridge"]
     write_config(run_copy, config)
     jobs = planned(run_copy)
-    assert [wc for rule, wc in jobs if rule == "extract"] == ["backbone=clip"]
+    assert [wc for rule, wc in jobs if rule == "extract"] == ["backbone=clip, shard=0, nshards=1"]
+    assert [wc for rule, wc in jobs if rule == "combine_features"] == ["backbone=clip"]
     fits = [wc for rule, wc in jobs if rule == "fit"]
     assert len(fits) == N_FITS and all("model=clip_ridge" in wc for wc in fits), fits
     assert all("model=clip_ridge" in wc for rule, wc in jobs if rule in ("design", "merge", "score")), jobs
     # The new model's scores join the summary and its figures; the submission (alex_ridge) stays.
-    assert set(counts(jobs)) == {"extract", "design", "fit", "merge", "score", "summarize", "plot_roi_bars",
-                                 "plot_models", "plot_brain_map", "all"} | PROVENANCE, counts(jobs)
+    assert set(counts(jobs)) == {"extract", "combine_features", "design", "fit", "merge", "score", "summarize",
+                                 "plot_roi_bars", "plot_models", "plot_brain_map", "all"} | PROVENANCE, counts(jobs)
     # Brain maps share one colour scale over all models, so the existing model's map is redrawn too.
     assert sorted(wc for rule, wc in jobs if rule == "plot_brain_map") == [
         "model=alex_ridge, subject=subj01", "model=clip_ridge, subject=subj01"]
