@@ -117,3 +117,70 @@ def test_snakemake_stops_before_any_job(tmp_path):
     assert "regions.classes[0]: 'floc-place' is not one of" in out
     assert "Failed validating" not in out  # not jsonschema's dump
     assert not (tmp_path / "results").exists()
+
+
+# ----------------------------------------------------------------------------- backbone preflight
+# Layer names, pooling and checkpoints need the network itself: the check_backbone job builds each
+# backbone once on the CPU and pools one image through it, before any extraction job is queued.
+
+ALEX = {"kind": "alexnet", "weights": {"init": "random", "seed": 0}, "layers": {"features.5": {"pool": "avg2"}}}
+
+
+def test_preflight_reports_what_each_layer_stores():
+    from nsdflow.features.preflight import check_backbone
+
+    info = check_backbone("alex", {**ALEX, "layers": {"features.5": {"pool": "avg2"}, "classifier.5": {"pool": "full"}}})
+    assert info["layers"]["features.5"] == {"pool": "avg2", "layout": "map", "shape": [192, 13, 13], "width": 768}
+    assert info["layers"]["classifier.5"]["width"] == 4096
+    assert info["weights"] == {"init": "random", "seed": 0}
+
+
+@pytest.mark.parametrize("layers, expected", [
+    ({"features.99": {"pool": "avg2"}}, r"has no layer 'features\.99'; valid layers: features\.0, features\.1"),
+    ({"features.5": {"pool": "cls"}}, r"backbones\.alex\.layers\.features\.5\.pool: pooling 'cls' needs a token layer"),
+    ({"classifier.5": {"pool": "avg2"}}, r"backbones\.alex\.layers\.classifier\.5\.pool: pooling 'avg2' needs a spatial"),
+])
+def test_preflight_names_the_bad_layer_or_pooling(layers, expected):
+    from nsdflow.features.backbones import BackboneError
+    from nsdflow.features.preflight import check_backbone
+
+    with pytest.raises(BackboneError, match=expected):
+        check_backbone("alex", {**ALEX, "layers": layers})
+
+
+def test_preflight_refuses_a_checkpoint_of_another_network(tmp_path):
+    import torch
+    import torchvision
+
+    from nsdflow.features.backbones import BackboneError
+    from nsdflow.features.preflight import check_backbone
+
+    resnet = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
+    spec = {**ALEX, "weights": {"init": "checkpoint", "path": str(resnet)}}
+    with pytest.raises(BackboneError, match=r"resnet18\.pth does not hold AlexNet weights"):
+        check_backbone("alex", spec)
+    alexnet = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), alexnet)
+    sam = {"kind": "sam", "model": "vit_b", "input_size": 64, "weights": {"init": "checkpoint", "path": str(alexnet)},
+           "layers": {"neck": {"pool": "avg2"}}}
+    with pytest.raises(BackboneError, match=r"alexnet\.pth does not hold SAM vit_b weights"):
+        check_backbone("sam", sam)
+    ok = check_backbone("alex", {**ALEX, "weights": {"init": "checkpoint", "path": str(alexnet)}})
+    assert ok["weights"]["sha256"] and ok["weights"]["path"] == str(alexnet)
+
+
+@pytest.mark.e2e
+def test_a_bad_layer_stops_the_run_before_any_extraction(tmp_path):
+    config = copy.deepcopy(TINY)
+    config["backbones"]["alex"]["layers"] = {"features.55": {"pool": "avg2"}}
+    config["models"]["alex_ridge"]["features"] = ["alex/features.55"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "--show-failed-logs"],
+        capture_output=True, text=True, env=nsdflow_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "has no layer 'features.55'; valid layers: features.0" in out
+    assert not list((tmp_path / "results/features").glob("*.shards")), "an extraction job started"

@@ -105,6 +105,17 @@ def cmd_extract(a):
           f"extracted, layers {', '.join(info['layers'])} ({info['images_per_second']} images/s on {info['device']})")
 
 
+def cmd_check_backbone(a):
+    from .features.preflight import check_backbone
+    from .io import atomic_write_json
+
+    info = check_backbone(a.name, a.spec)
+    atomic_write_json(a.out, info)
+    widths = ", ".join(f"{layer} {v['pool']} -> {v['width']}" for layer, v in info["layers"].items())
+    print(f"{a.name}: {info['kind']} {info['model'] or ''} at {info['input_size']} px, weights "
+          f"{info['weights']['init']}; {widths} ({info['seconds']} s)")
+
+
 def cmd_combine_features(a):
     from .features.combine import combine_features  # no torch: a light job
 
@@ -387,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", type=int, default=0, help="which shard (0-based) of --shards this job extracts")
     s.add_argument("--shards", type=int, default=1, help="independent jobs sharing the store's chunks")
     s.add_argument("--readers", type=int, default=2, help="threads reading the image cache ahead of the model")
+
+    s = add("check-backbone", cmd_check_backbone,
+            "preflight: build a backbone on the CPU and pool one image through its layers (before extraction)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True, help="the backbone's config as JSON")
+    s.add_argument("--out", required=True, help="JSON: each layer's layout, shape and pooled width")
 
     s = add("combine-features", cmd_combine_features,
             "check that every chunk of a feature store is done and write its manifest")

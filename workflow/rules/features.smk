@@ -57,9 +57,31 @@ rule image_cache:
 # One job per backbone and shard (extraction.shards; one GPU each): shard k of N writes its own
 # contiguous chunk range of the backbone's store, which is resumable, hence not a declared output
 # (Snakemake would delete it before a rerun); the shard's small manifest is.
+# Preflight: build each backbone once on the CPU (its checkpoint included) and pool one image
+# through its layers, so that a wrong layer, pooling or checkpoint fails now, not after a GPU job
+# waited in a queue. A local job: it runs first, as nothing but the checkpoint comes before it.
+rule check_backbone:
+    input:
+        weights=lambda wc: PLAN.weights_files(wc.backbone),
+    output:
+        "results/features/preflight/{backbone}.json",
+    params:
+        spec=lambda wc: PLAN.backbone_spec(wc.backbone),
+        code=code_version("features"),
+    threads: 2
+    localrule: True
+    conda:
+        ENV
+    log:
+        "logs/check_backbone/{backbone}.log",
+    shell:
+        "nsdflow check-backbone --name {wildcards.backbone} --spec {params.spec:q} --out {output} > {log} 2>&1"
+
+
 rule extract:
     input:
         images="results/images/cache.json",
+        preflight="results/features/preflight/{backbone}.json",
         weights=lambda wc: PLAN.weights_files(wc.backbone),
     output:
         "results/features/{backbone}.shards/{shard}-of-{nshards}.json",
