@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 AFTER_FITS = {"merge", "score", "summarize", "plot_roi_bars", "plot_models", "plot_brain_map", "submission", "all"}
 # The provenance page records the config and the code's git state: any config change rewrites it.
 PROVENANCE = {"provenance"}
-EXTRACTION = {"demo_data", "validate_data", "image_index", "image_cache", "extract"}
+EXTRACTION = {"demo_data", "validate_data", "image_index", "image_cache", "check_backbone", "extract", "combine_features"}
 
 
 def base_config() -> dict:
@@ -133,12 +133,12 @@ def test_adding_a_backbone_adds_its_extraction_and_its_fits_only(run_copy):
     write_config(run_copy, config)
     jobs = planned(run_copy)
     assert [wc for rule, wc in jobs if rule == "extract"] == ["backbone=clip, shard=0, nshards=1"]
-    assert [wc for rule, wc in jobs if rule == "combine_features"] == ["backbone=clip"]
+    assert [wc for rule, wc in jobs if rule in ("combine_features", "check_backbone")] == ["backbone=clip"] * 2
     fits = [wc for rule, wc in jobs if rule == "fit"]
     assert len(fits) == N_FITS and all("model=clip_ridge" in wc for wc in fits), fits
     assert all("model=clip_ridge" in wc for rule, wc in jobs if rule in ("design", "merge", "score")), jobs
     # The new model's scores join the summary and its figures; the submission (alex_ridge) stays.
-    assert set(counts(jobs)) == {"extract", "combine_features", "design", "fit", "merge", "score", "summarize",
+    assert set(counts(jobs)) == {"check_backbone", "extract", "combine_features", "design", "fit", "merge", "score", "summarize",
                                  "plot_roi_bars", "plot_models", "plot_brain_map", "all"} | PROVENANCE, counts(jobs)
     # Brain maps share one colour scale over all models, so the existing model's map is redrawn too.
     assert sorted(wc for rule, wc in jobs if rule == "plot_brain_map") == [
