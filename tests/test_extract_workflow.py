@@ -85,7 +85,7 @@ def test_sharded_dag_and_a_pooling_change_reextracts_that_backbone_only(tmp_path
     config["backbones"]["alex"]["layers"]["features.5"]["pool"] = "avg1"
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     out = snakemake(workdir, "--dry-run", *TARGETS)
-    assert job_counts(out) == {"extract": 2, "combine_features": 1}
+    assert job_counts(out) == {"check_backbone": 1, "extract": 2, "combine_features": 1}
     assert "backbone=alex," in out and "backbone=alex2" not in out
 
 
