@@ -68,4 +68,6 @@ def final_outputs():
         "results/submission/submission.zip",
     ]
     outputs += expand("results/plots/roi_median_r/{subject}_{hemi}.png", subject=PLAN.subjects, hemi=HEMIS)
+    if PLAN.ensembles:
+        outputs.append("results/scores/selection.csv")  # which model won where (readouts.smk)
     return outputs
