@@ -198,6 +198,7 @@ def test_plan_shares_feature_sets_and_designs():
     assert plan.model_design("devkit") == plan.model_design("devkit_ridge") == "decomposition"
     assert plan.fit_units("a_gcv") == plan.regions and plan.fit_units("a_mlp") == ["hemisphere"]
     assert plan.fit_threads("a_gcv") == 1 and plan.fit_threads("a_mlp") == 2
+    assert plan.fit_backend("a_gcv") == "numpy" and plan.fit_backend("a_mlp") == "auto"  # no torch per region job
     assert plan.scored_models[-1] == "best" and plan.submission_model == "best"
 
 
@@ -260,3 +261,31 @@ def test_fit_job_on_a_hemisphere_equals_its_region_jobs(tmp_path, small_root):
         cols = np.searchsorted(whole["vertices"], part["vertices"])
         np.testing.assert_allclose(part["val_pred"], whole["val_pred"][:, cols], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(part["val.alpha"], whole["val.alpha"][cols])
+
+
+def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):
+    """Hundreds of fit jobs each start a process: the ridge path must not import torch, pandas, zarr..."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import nsdflow_env
+    from nsdflow.regions import region_table, save_region_table
+
+    save_region_table(region_table(small_root, "subj01", "lh", ["floc-places"]), tmp_path / "regions.npz")
+    rng = np.random.default_rng(7)
+    design = {"fit_rows": np.arange(15), "val_rows": np.arange(15, 20), "n_test": np.array(5)}
+    for fold, (n_fit, n_pred) in {"val": (15, 5), "test": (20, 5)}.items():
+        X = rng.normal(size=(n_fit + n_pred, 6)).astype(np.float32)
+        design.update({f"{fold}.{k}": v for k, v in build_design("decomposition", {}, X[:n_fit], X[n_fit:]).items()})
+    save_npz(tmp_path / "design.npz", **design)
+    args = ["fit", "--spec", json.dumps({"readout": "ridge", "params": {}}), "--design", str(tmp_path / "design.npz"),
+            "--data", str(small_root), "--subject", "subj01", "--hemi", "lh", "--regions", str(tmp_path / "regions.npz"),
+            "--region", "PPA", "--out", str(tmp_path / "PPA.npz")]
+    code = ("import sys; from nsdflow.cli import main; rc = main(sys.argv[1:]); "
+            "print([m for m in ('torch', 'pandas', 'zarr', 'sklearn', 'scipy', 'dask') if m in sys.modules]); "
+            "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=nsdflow_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert open_npz(tmp_path / "PPA.npz")["val_pred"].shape[0] == 5

@@ -126,6 +126,15 @@ class Plan:
 
         return [HEMISPHERE_UNIT] if self.model_plans[model]["fit_jobs"] == "hemisphere" else list(self.regions)
 
+    def fit_backend(self, model: str) -> str:
+        """``readouts.backend`` for a model's fit jobs; ``auto`` keeps per-region ridge jobs on numpy
+        (hundreds of short processes: importing torch and starting CUDA would cost more than the fit)."""
+        backend = self.readout_settings.get("backend", "auto")
+        mp = self.model_plans[model]
+        if backend == "auto" and mp["fit_jobs"] == "region" and mp["readout"] in ("ridge", "pca_linear"):
+            return "numpy"
+        return backend
+
     def fit_threads(self, model: str) -> int:
         """Threads of a fit job: 1 per region job (many run in parallel), ``readouts.threads`` per hemisphere job."""
         return 1 if self.model_plans[model]["fit_jobs"] == "region" else int(self.readout_settings.get("threads", 2))

@@ -127,7 +127,7 @@ rule fit:
     params:
         spec=lambda wc: PLAN.fit_spec(wc.model),
         root=PLAN.data_root,
-        backend=PLAN.readout_settings["backend"],
+        backend=lambda wc: PLAN.fit_backend(wc.model),
         code=code_version("readouts"),
     threads: lambda wc: PLAN.fit_threads(wc.model)
     conda:

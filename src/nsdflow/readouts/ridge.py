@@ -207,7 +207,7 @@ def loo_shrinks(s, alphas, xp=None):
 
 
 def loo_inverse_one_minus_h(U, s, alphas, xp=None):
-    """``1 / (1 - h_ii)`` for each alpha (alphas, n), float32; intercept included in the hat matrix.
+    """``1 / (1 - h_ii)`` for each alpha (alphas, n), in U's dtype; intercept included in the hat matrix.
 
     Built from the shrinkage ``a / (s^2 + a)`` and the leverage outside U's span, never as
     a difference of nearly equal numbers, so that small alphas stay accurate.
@@ -219,7 +219,7 @@ def loo_inverse_one_minus_h(U, s, alphas, xp=None):
     inside = shrink @ U2.T  # (a, n): sum_k U_ik^2 a / (s_k^2 + a)
     if not _spans_centred_space(k, n):
         inside = inside + xp.maximum(1.0 - 1.0 / n - xp.sum(U2, axis=1), 0.0)[None, :]
-    return xp.cast(1.0 / inside, xp.float32)
+    return xp.cast(1.0 / inside, U.dtype)  # float32, or float64 for float64 U
 
 
 def loo_errors(U, s, UtY, Yc, alphas, inv_d=None, xp=None):
@@ -233,7 +233,7 @@ def loo_errors(U, s, UtY, Yc, alphas, inv_d=None, xp=None):
     n, k = U.shape
     if inv_d is None:
         inv_d = loo_inverse_one_minus_h(U, s, alphas, xp)
-    shrink = xp.cast(loo_shrinks(s, alphas, xp), xp.float32)
+    shrink = xp.cast(loo_shrinks(s, alphas, xp), U.dtype)
     outside = None if _spans_centred_space(k, n) else Yc - U @ UtY
     out = xp.zeros((len(alphas), UtY.shape[1]), xp.float64)
     for i in range(len(alphas)):
@@ -334,6 +334,25 @@ def kfold_errors(folds, Y, alphas, xp=None):
     return out
 
 
+def refine_near_ties(U, s, Yc, alphas, errors: np.ndarray, xp=None, rtol: float = 1e-5) -> np.ndarray:
+    """Recompute in float64 the LOO errors of targets whose two best alphas are within ``rtol``.
+
+    float32 rounding can flip such near-ties; in float64 the choice agrees with scikit-learn's
+    (which works in float64) except for ties closer than float32 data can resolve. Few targets
+    qualify, so this costs little. Returns ``errors`` (numpy), updated in place.
+    """
+    xp = xp or _NP
+    if errors.shape[0] < 2:
+        return errors
+    part = np.partition(errors, 1, axis=0)
+    cols = np.flatnonzero(part[1] - part[0] <= rtol * np.abs(part[0]))
+    if cols.size:
+        U64 = np.asarray(xp.to_numpy(U), dtype=np.float64)
+        Y64 = np.asarray(xp.to_numpy(xp.take(Yc, cols, 1)), dtype=np.float64)
+        errors[:, cols] = loo_errors(U64, np.asarray(xp.to_numpy(s), np.float64), U64.T @ Y64, Y64, alphas)
+    return errors
+
+
 def select_alphas(errors, alphas) -> tuple[np.ndarray, np.ndarray]:
     """Best alpha per target (the first of ties, like scikit-learn) and its index, as numpy."""
     errors = np.asarray(errors)
@@ -420,7 +439,10 @@ def fit_predict(
                 errors = loo_errors(U, s, UtY, Yc, alphas, inv_d, xp)
             else:
                 errors = kfold_errors(folds, Yb, alphas, xp)
-            chosen, _ = select_alphas(xp.to_numpy(errors), alphas)
+            errors = np.array(xp.to_numpy(errors))
+            if cv == "loo":
+                errors = refine_near_ties(U, s, Yc, alphas, errors, xp)
+            chosen, _ = select_alphas(errors, alphas)
         B = coefficients_svd_basis(s, UtY, chosen, xp)
         pred[:, c0:c0 + step] = xp.to_numpy(P @ B + mean if add_mean else P @ B)
         best[c0:c0 + step] = chosen

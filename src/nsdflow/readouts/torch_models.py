@@ -52,6 +52,21 @@ def build_model(kind: str, d_in: int, d_out: int, params: dict[str, Any]) -> nn.
     return nn.Sequential(*blocks, nn.Linear(width, d_out))
 
 
+#: Multiply-adds per training step below which intra-op threads cost more than they save.
+SINGLE_THREAD_WORK = 50_000_000
+_THREADS = torch.get_num_threads()  # as the job was given (OMP_NUM_THREADS: the rule's threads)
+
+
+def _limit_threads(d_in: int, d_out: int, params: dict[str, Any], device: torch.device) -> None:
+    """One CPU thread for small steps: a batch of a region's model is far too small to split, and
+    spinning threads crawl when the cores are busy (several such jobs, or other work)."""
+    if device.type != "cpu":
+        return
+    widths = [d_in, *params.get("hidden", []), d_out]
+    work = params["batch_size"] * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    torch.set_num_threads(1 if work < SINGLE_THREAD_WORK else _THREADS)
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator, drop_single: bool) -> list[torch.Tensor]:
     perm = torch.randperm(n, generator=generator)
     out = [perm[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -85,6 +100,7 @@ def train(
 
     torch.manual_seed(params["seed"])
     dev = torch.device(device)
+    _limit_threads(X.shape[1], Y.shape[1], params, dev)
     Xt = torch.as_tensor(np.array(X, dtype=np.float32), device=dev)
     Yt = torch.as_tensor(np.array(Y, dtype=np.float32), device=dev)
     n = len(Xt)
@@ -151,8 +167,11 @@ def fit_predict_torch(
     params: dict[str, Any],
     device: str = "cpu",
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Train on (X_fit, Y_fit), predict X_pred; the readouts' ``fit_predict`` for torch models."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    """Train on (X_fit, Y_fit), predict X_pred; the readouts' ``fit_predict`` for torch models.
+
+    Deterministic on the CPU without ``torch.use_deterministic_algorithms`` (whose first call
+    imports torch's compiler, seconds per job): these layers have no nondeterministic CPU kernels.
+    """
     Y_fit = np.asarray(Y_fit, dtype=np.float32)
     t = Y_fit.shape[1]
     mean = Y_fit.mean(axis=0, dtype=np.float64).astype(np.float32)
