@@ -166,3 +166,15 @@ def test_unknown_cv_is_an_error():
     X, Y, Xt = _data(30, 4, 2)
     with pytest.raises(ValueError, match="unknown ridge cv 'kfold5'"):
         RidgeCV(ALPHAS, cv="kfold5").fit(X, Y)
+
+
+def test_gcv_is_unmoved_by_a_large_offset_of_the_targets():
+    """gcv reads targets uncentred; targets far from zero are recomputed from centred columns."""
+    X, Y, Xt = _data(150, 20, 10, seed=5)
+    Y = Y - Y.mean(0)
+    dec = decompose(X - X.mean(0))
+    P = (Xt - X.mean(0)) @ dec.V
+    near, a_near = fit_predict(dec.U, dec.s, P, Y, ALPHAS, "gcv")
+    far, a_far = fit_predict(dec.U, dec.s, P, Y + 1e4, ALPHAS, "gcv")
+    np.testing.assert_array_equal(a_far, a_near)
+    np.testing.assert_allclose(far - 1e4, near, atol=2e-3 * np.abs(near).max())

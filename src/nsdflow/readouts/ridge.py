@@ -39,7 +39,11 @@ CRITERIA = ("gcv", "loo", "kfold")
 METHODS = ("auto", "svd", "eig", "gram")
 _NP = NumpyBackend()
 #: Bytes of float32 targets processed at once (bounds memory: a hemisphere is never copied whole).
-BLOCK_BYTES = 48 * 2**20
+#: gcv reads a block in place (no copy); loo and kfold copy it, centred, and form residuals of its size.
+BLOCK_BYTES = {"gcv": 256 * 2**20, "loo": 128 * 2**20, "kfold": 64 * 2**20}
+#: Above this |mean| / std of a target, U'Y is recomputed from centred targets (float32 rounding of
+#: the uncentred product grows with the mean).
+MEAN_TO_STD = 10.0
 
 
 @dataclass
@@ -100,6 +104,17 @@ def _xxt64(A, B, xp):
     return K
 
 
+def _eigh(A, xp):
+    """Symmetric eigendecomposition; single-threaded on numpy when small (LAPACK's threads gain
+    nothing on a 512 x 512 matrix and stall for seconds when the cores are busy)."""
+    if xp.name == "numpy" and A.shape[0] <= 2048:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return xp.eigh(A)
+    return xp.eigh(A)
+
+
 def _keep(s, n: int, p: int):
     """Directions carrying information in float32 data."""
     smax = float(s[0]) if len(s) else 0.0
@@ -128,9 +143,9 @@ def decompose(X, method: str = "auto", xp=None) -> Decomposition:
         idx = np.flatnonzero(keep)
         return Decomposition(xp.take(U, idx, 1), xp.take(s, idx, 0), xp.take(Vt, idx, 0).T, method)
     if method == "eig":
-        w, vecs = xp.eigh(_xtx64(X, xp))
+        w, vecs = _eigh(_xtx64(X, xp), xp)
     else:
-        w, vecs = xp.eigh(_xxt64(X, X, xp))
+        w, vecs = _eigh(_xxt64(X, X, xp), xp)
     w, vecs = xp.flip(w, 0), xp.flip(vecs, 1)
     s = xp.sqrt(xp.maximum(w, 0.0))
     idx = np.flatnonzero(_keep(xp.to_numpy(s), n, p))
@@ -363,16 +378,32 @@ def select_alphas(errors, alphas) -> tuple[np.ndarray, np.ndarray]:
 def coefficients_svd_basis(s, UtY, alpha_per_target, xp=None):
     """Coefficients in the right-singular basis (k, targets): ``diag(s/(s^2+a_t)) U'Y``; a = 0 is OLS."""
     xp = xp or _NP
-    s64 = xp.cast(xp.asarray(s), xp.float64)[:, None]
-    a = xp.asarray(np.asarray(alpha_per_target, dtype=np.float64), xp.float64)[None, :]
-    return UtY * xp.cast(s64 / (s64**2 + a), xp.float32)
+    s32 = xp.cast(xp.asarray(s), xp.float32)[:, None]
+    a = xp.asarray(np.asarray(alpha_per_target, dtype=np.float32), xp.float32)[None, :]
+    return UtY * (s32 / (s32 * s32 + a))  # float32: s^2 + a loses nothing that matters here
 
 
 # ----------------------------------------------------------------------------- fit
 
 
-def _block(n: int, t: int, block: int | None) -> int:
-    return max(1, min(t, block or BLOCK_BYTES // max(1, 4 * n)))
+def _block(n: int, t: int, block: int | None, cv: str = "gcv") -> int:
+    return max(1, min(t, block or BLOCK_BYTES[cv] // max(1, 4 * n)))
+
+
+def _target_block(Y, c0: int, c1: int, xp):
+    """Columns c0:c1 of Y as float32 on the backend: a view (no copy) for numpy when possible."""
+    blk = Y[:, c0:c1]
+    if xp.name == "numpy" and isinstance(blk, np.ndarray) and blk.dtype == np.float32 and blk.strides[1] == 4:
+        return blk  # BLAS reads a column block of a row-major matrix in place
+    return xp.asarray(np.ascontiguousarray(blk, dtype=np.float32), xp.float32)
+
+
+def _project_targets(U1, u1, Yb, n: int, xp):
+    """``U'(Y - mean)`` and the means from one product with ``[U, 1]`` (no centred copy of Y)."""
+    G = U1.T @ Yb
+    k = G.shape[0] - 1
+    mean = G[k] / n
+    return G[:k] - u1[:, None] * mean[None, :], mean
 
 
 def fit_predict(
@@ -398,7 +429,7 @@ def fit_predict(
     cv : {"gcv", "loo", "kfold"}
     folds : for ``kfold``, a list of ``(rows, U, s, P)`` (see :func:`kfold_errors`)
     xp : backend (default numpy)
-    block : targets per block (default: about 48 MB of float32 targets)
+    block : targets per block (default: :data:`BLOCK_BYTES` of float32 targets)
     add_mean : add the targets' training means (the intercept); with ``P = V`` and False, the
         result is the coefficients (p, t)
 
@@ -415,25 +446,41 @@ def fit_predict(
     alphas = np.asarray(alphas, dtype=np.float64)
     n, t = Y.shape
     U, P = xp.asarray(U, xp.float32), xp.asarray(P, xp.float32)
+    k = U.shape[1]
     s = xp.cast(xp.asarray(s), xp.float64)
+    if cv == "gcv":
+        U1 = xp.zeros((n, k + 1), xp.float32)  # [U, 1]: U'Y and the column sums in one product
+        U1[:, :k] = U
+        U1[:, k] = 1.0
+        u1 = xp.sum(U, axis=0)  # U'1: ~0 (X is centred), kept for exactness
     inv_d = loo_inverse_one_minus_h(U, s, alphas, xp) if cv == "loo" and len(alphas) > 1 else None
+    step = _block(n, t, block, cv)
     # Screening pays once the k x k matrices cost less than the products they save.
-    step = _block(n, t, block)
-    screen = inv_d is not None and not _spans_centred_space(U.shape[1], n) and min(t, step) >= U.shape[1]
+    screen = inv_d is not None and not _spans_centred_space(k, n) and min(t, step) >= k
     grams = loo_weighted_grams(U, inv_d, xp) if screen else None
     pred = np.empty((P.shape[0], t), dtype=np.float32)
     best = np.empty(t, dtype=np.float64)
     for c0 in range(0, t, step):
-        Yb = xp.asarray(np.ascontiguousarray(Y[:, c0:c0 + step], dtype=np.float32), xp.float32)
-        mean = xp.col_means(Yb)
-        Yc = Yb - mean
-        UtY = U.T @ Yc
+        Yb = _target_block(Y, c0, c0 + step, xp)
+        if cv == "gcv":  # read the block in place: U'Y and the means in one product, no centred copy
+            UtY, mean = _project_targets(U1, u1, Yb, n, xp)
+            mean64 = xp.cast(mean, xp.float64)
+            y_sq = xp.col_sq_sums(Yb) - n * mean64**2  # centred sums of squares (float64)
+            far = np.flatnonzero(xp.to_numpy(n * mean64**2 > MEAN_TO_STD**2 * xp.maximum(y_sq, 0.0)))
+            if far.size:  # targets far from zero: the exact product of the centred columns
+                Yc_far = xp.take(Yb, far, 1) - mean[far]
+                UtY[:, far] = U.T @ Yc_far
+                y_sq[far] = xp.col_sq_sums(Yc_far)
+        else:  # loo and kfold form residuals of the block anyway: centre it first
+            mean = xp.col_means(Yb)
+            Yc = Yb - mean
+            UtY = U.T @ Yc
         if len(alphas) == 1:
             chosen = np.full(Yb.shape[1], alphas[0])
         else:
             if cv == "gcv":
-                errors = gcv_errors(s, UtY, xp.col_sq_sums(Yc), alphas, n, xp)
-            elif cv == "loo" and grams is not None and Yb.shape[1] >= U.shape[1]:
+                errors = gcv_errors(s, UtY, y_sq, alphas, n, xp)
+            elif cv == "loo" and grams is not None and Yb.shape[1] >= k:
                 errors = loo_errors_screened(U, s, UtY, Yc, alphas, inv_d, grams, xp)
             elif cv == "loo":
                 errors = loo_errors(U, s, UtY, Yc, alphas, inv_d, xp)
