@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 CORES ?= all
 
-.PHONY: install system-packages demo test report clean
+.PHONY: install system-packages demo test report bench-dag clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ system-packages:
 
 test: install system-packages
 	PATH="$(BIN):$$PATH" pytest
+
+# Dry run and no-op rerun of a full-size Algonauts DAG on a synthetic data root (BENCHMARKS.md).
+bench-dag: install
+	PATH="$(BIN):$$PATH" python bench/dag_scale.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake report.html

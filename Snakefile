@@ -17,6 +17,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/readouts.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/submission.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

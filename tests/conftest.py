@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,3 +86,46 @@ def nsdflow_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Snakemake on this repository's Snakefile in ``workdir`` (with its config.yaml), 2 cores."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=nsdflow_env())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole DAG on tests/configs/tiny.yaml, run once per session: (workdir, process).
+
+    Shared by the end-to-end tests and the report tests; tests must not change its files
+    (copy the workdir first to rerun with other settings).
+    """
+    workdir = tmp_path_factory.mktemp("run")
+    shutil.copy(REPO / "tests" / "configs" / "tiny.yaml", workdir / "config.yaml")
+    proc = run_snakemake(workdir)
+    return workdir, proc
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A running one-node SLURM cluster (tests/slurm_cluster.py), stopped by process id at the end.
+
+    Skips only where SLURM is not installed (or the tests do not run as root); a cluster that is
+    installed but does not start is a failure.
+    """
+    from slurm_cluster import SlurmCluster, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

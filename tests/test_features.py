@@ -1,15 +1,15 @@
-"""Backbones, pooling, the image cache and the feature store (random weights, tiny inputs, CPU)."""
+"""Backbones, pooling and image decoding (random weights, tiny inputs, CPU).
 
-import numpy as np
+The image cache is tested in test_images.py, extraction and the feature store in test_extract.py.
+"""
+
 import pytest
 import torch
 
 from nsdflow.data import DataError
 from nsdflow.features.backbones import BackboneError, build_backbone
-from nsdflow.features.extract import extract_features
 from nsdflow.features.pooling import PoolingError, pool_output
-from nsdflow.features.store import FeatureStore
-from nsdflow.images import ImageCache, build_image_cache, build_index, decode_image
+from nsdflow.images import decode_image
 
 ALEX = {"kind": "alexnet", "weights": {"init": "random", "seed": 0}, "chunk": 16, "batch_size": 8,
         "layers": {"features.5": {"pool": "avg2"}, "classifier.5": {"pool": "full"}}}
@@ -41,6 +41,8 @@ def test_pooling_layouts():
     ({"kind": "alexnet"}, {"features.2": "avg2", "classifier.6": "full"}, [64 * 4, 1000]),
     ({"kind": "clip", "model": "ViT-B-32"}, {"image": "full", "blocks.3": "cls"}, [512, 768]),
     ({"kind": "sam", "model": "vit_b", "input_size": 64}, {"neck": "avg2", "blocks.1": "mean"}, [256 * 4, 768]),
+    ({"kind": "dinov2", "model": "vit_small_patch14_dinov2", "input_size": 28}, {"image": "full", "blocks.2": "avg2"},
+     [384, 384 * 4]),
 ])
 def test_backbones_random_init(spec, layers, dims):
     spec = {**spec, "weights": {"init": "random", "seed": 1}, "layers": {k: {"pool": v} for k, v in layers.items()}}
@@ -48,7 +50,7 @@ def test_backbones_random_init(spec, layers, dims):
     x = torch.randint(0, 255, (2, 40, 40, 3), dtype=torch.uint8)
     with torch.inference_mode():
         out = b(x, list(layers))
-    got = [pool_output(out[k].tensor, out[k].layout, p).shape[1] for k, p in layers.items()]
+    got = [pool_output(out[k].tensor, out[k].layout, p, out[k].prefix).shape[1] for k, p in layers.items()]
     assert got == dims
     # The same seed gives the same weights.
     b2 = build_backbone("b", spec)
@@ -62,7 +64,7 @@ def test_unknown_layer_lists_valid_ones():
 
 
 def test_unknown_kind_and_missing_checkpoint(tmp_path):
-    with pytest.raises(BackboneError, match="unknown kind 'vgg'"):
+    with pytest.raises(BackboneError, match="unknown kind 'vgg'; valid kinds: clip, alexnet, sam, dinov2"):
         build_backbone("x", {"kind": "vgg", "weights": {"init": "random"}, "layers": {}})
     with pytest.raises(BackboneError, match="does not exist .*never downloaded"):
         build_backbone("x", {**ALEX, "weights": {"init": "checkpoint", "path": str(tmp_path / "none.pth")}})
@@ -98,64 +100,17 @@ def test_decode_converts_modes_and_names_corrupt_files(tmp_path):
         decode_image(tmp_path / "cut.png")
 
 
-@pytest.fixture(scope="module")
-def image_cache(tiny_demo, tmp_path_factory):
-    root, _, manifest = tiny_demo
-    out = tmp_path_factory.mktemp("cache")
-    index = build_index(root, list(manifest["subjects"]))
-    info = build_image_cache(index, out / "images.zarr", out / "images.json", chunk=16, workers=2)
-    return out, index, info
+def test_sam_attention_through_sdpa_equals_segment_anythings_own():
+    from segment_anything.modeling.image_encoder import Attention
 
-
-def test_image_cache_holds_each_unique_image_once(image_cache):
-    out, index, info = image_cache
-    cache = ImageCache(out / "images.zarr")
-    assert len(cache) == index["nsd_id"].nunique() == info["n_images"] < len(index)
-    row = index.iloc[5]
-    assert np.array_equal(cache.pixels[int(cache.rows([row.nsd_id])[0])], decode_image(row.path))
-
-
-# ----------------------------------------------------------------------------- extraction
-
-
-def _extract(image_cache, tmp_path, spec=ALEX, name="alex"):
-    out, _, _ = image_cache
-    return extract_features(name, spec, out / "images.zarr", tmp_path / f"{name}.zarr", tmp_path / f"{name}.json",
-                            threads=2)
-
-
-def test_stored_features_equal_the_backbone_output(image_cache, tmp_path):
-    out, index, _ = image_cache
-    info = _extract(image_cache, tmp_path)
-    cache, store = ImageCache(out / "images.zarr"), FeatureStore(tmp_path / "alex.zarr")
-    ids = cache.nsd_ids[[0, 17, 33]]
-    b = build_backbone("alex", ALEX)
-    with torch.inference_mode():
-        o = b(torch.from_numpy(np.asarray(cache.pixels[[0, 17, 33]])), ["features.5"])["features.5"]
-        direct = pool_output(o.tensor, o.layout, "avg2").numpy()
-    np.testing.assert_allclose(store.read("features.5", ids), direct, rtol=2e-3, atol=2e-3)  # float16 storage
-    assert info["layers"]["classifier.5"]["shape"] == [len(cache), 4096]
-
-
-def test_resume_extracts_only_missing_chunks(image_cache, tmp_path):
-    _extract(image_cache, tmp_path)
-    before = FeatureStore(tmp_path / "alex.zarr").read("features.5", FeatureStore(tmp_path / "alex.zarr").nsd_ids)
-    (tmp_path / "alex.zarr" / "done" / "1").unlink()  # as if killed while writing chunk 1
-    with pytest.raises(RuntimeError, match="incomplete"):
-        FeatureStore(tmp_path / "alex.zarr")
-    info = _extract(image_cache, tmp_path)
-    assert info["extracted_images"] == 16
-    after = FeatureStore(tmp_path / "alex.zarr").read("features.5", FeatureStore(tmp_path / "alex.zarr").nsd_ids)
-    np.testing.assert_array_equal(before, after)
-
-
-def test_changed_settings_reextract(image_cache, tmp_path):
-    n = _extract(image_cache, tmp_path)["n_images"]
-    same = _extract(image_cache, tmp_path)
-    assert same["extracted_images"] == 0
-    repooled = _extract(image_cache, tmp_path, {**ALEX, "layers": {"features.5": {"pool": "avg1"}}})
-    assert repooled["extracted_images"] == n and repooled["layers"]["features.5"]["shape"][1] == 192
-    reseeded = _extract(image_cache, tmp_path, {**ALEX, "weights": {"init": "random", "seed": 7},
-                                                "layers": {"features.5": {"pool": "avg1"}}})
-    assert reseeded["extracted_images"] == n  # other weights are never reused
-    assert FeatureStore(tmp_path / "alex.zarr").spec["weights"] == {"init": "random", "seed": 7}
+    b = build_backbone("s", {"kind": "sam", "model": "vit_b", "input_size": 64, "weights": {"init": "random", "seed": 0},
+                             "layers": {"neck": {"pool": "avg2"}}})
+    torch.manual_seed(0)
+    for i, side in ((0, 14), (2, 4)):  # a windowed block (14 x 14 windows) and a global one (4 x 4 tokens)
+        attn = b.model.blocks[i].attn
+        with torch.no_grad():  # relative positions are zero-initialised: make them count
+            attn.rel_pos_h.normal_(std=0.5)
+            attn.rel_pos_w.normal_(std=0.5)
+        x = torch.randn(2, side, side, 768)
+        with torch.inference_mode():
+            torch.testing.assert_close(attn(x), Attention.forward(attn, x), atol=1e-5, rtol=1e-4)

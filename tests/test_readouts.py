@@ -207,7 +207,8 @@ def test_plan_shares_feature_sets_and_designs():
     (lambda c: c["models"]["a_gcv"].update(params={"alpha": 3}), "models.a_gcv.params.alpha: not a parameter"),
     (lambda c: c["ensembles"].update(a_gcv={"models": ["a_loo", "devkit"]}), "ensembles.a_gcv: a model has the same"),
     (lambda c: c["ensembles"]["best"].update(models=["a_gcv", "nope"]), "ensembles.best.models: 'nope' not"),
-    (lambda c: c.update(submission={"model": "worst"}), "submission.model: 'worst' is not a configured model or"),
+    (lambda c: c.update(submission={"model": "worst"}), "submission.model: 'worst' is not a configured model or "
+                                                         "ensemble; models: a_gcv, a_loo"),
 ])
 def test_plan_errors_name_the_key(edit, message):
     config = copy.deepcopy(_config())

@@ -1,7 +1,6 @@
 """The config plan (no Snakemake) and the whole DAG end to end on a tiny config (Snakemake)."""
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -67,12 +66,8 @@ def snakemake(workdir, *args, check=True):
     return proc
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    shutil.copy(TINY, workdir / "config.yaml")
-    proc = snakemake(workdir)
-    return workdir, proc
+# tiny_run (the DAG on tests/configs/tiny.yaml, once per session) is in conftest.py: the report
+# tests render its report too.
 
 
 @pytest.mark.e2e

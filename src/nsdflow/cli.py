@@ -66,7 +66,8 @@ def cmd_validate_data(a):
     classes = tuple(ROI_CLASSES) if a.roi_classes is None else tuple(a.roi_classes)
     for subject in subjects:
         t0 = time.time()
-        summary = validate_subject(a.root, subject, roi_classes=classes, check_finite=not a.no_finite_check)
+        summary = validate_subject(a.root, subject, roi_classes=classes, check_finite=not a.no_finite_check,
+                                   check_images=not a.no_image_check)
         nv = ", ".join(f"{h} {n}" for h, n in summary.n_vertices.items())
         print(f"{summary.subject}: {summary.n_train} training images, {summary.n_test} test images, "
               f"vertices {nv} - OK ({time.time() - t0:.1f} s)")
@@ -87,16 +88,28 @@ def cmd_index_images(a):
 def cmd_cache_images(a):
     from .images import build_image_cache, read_index
 
-    info = build_image_cache(read_index(a.index), a.store, a.manifest, size=a.size, chunk=a.chunk, workers=a.workers)
-    print(f"{info['n_images']} images at {info['size']} px -> {a.store}")
+    base = a.hdf5_index_base if a.hdf5_index_base == "auto" else int(a.hdf5_index_base)
+    info = build_image_cache(read_index(a.index), a.store, a.manifest, size=a.size, chunk=a.chunk, workers=a.workers,
+                             source=a.source, hdf5=a.hdf5, hdf5_dataset=a.hdf5_dataset, index_base=base,
+                             compression=a.compression)
+    print(f"{info['n_images']} images at {info['size']} px from {a.source} -> {a.store} "
+          f"({info['images_per_second']} images/s)")
 
 
 def cmd_extract(a):
     from .features.extract import extract_features
 
-    info = extract_features(a.name, a.spec, a.images, a.store, a.manifest, device=a.device, threads=a.threads)
-    print(f"{a.name}: {info['n_images']} images, layers {', '.join(info['layers'])} "
-          f"({info['images_per_second']} images/s on {info['device']})")
+    info = extract_features(a.name, a.spec, a.images, a.store, a.manifest, device=a.device, threads=a.threads,
+                            shard=a.shard, shards=a.shards, readers=a.readers)
+    print(f"{a.name}: shard {a.shard} of {a.shards}: {info['extracted_images']} of {info['n_images']} images "
+          f"extracted, layers {', '.join(info['layers'])} ({info['images_per_second']} images/s on {info['device']})")
+
+
+def cmd_combine_features(a):
+    from .features.combine import combine_features  # no torch: a light job
+
+    info = combine_features(a.store, a.shard_manifests, a.manifest)
+    print(f"{a.store}: {info['n_images']} images, every chunk done, from {info['shards']} shard(s) -> {a.manifest}")
 
 
 def cmd_split(a):
@@ -218,14 +231,21 @@ def cmd_summarize(a):
     from .evaluate import load_vertex_tables, summarize, write_summaries
     from .io import atomic_write_json
 
+    from .evaluate import r_percentiles
+    from .io import atomic_write_text
+    from .report import scores_html
+
     paths = {tuple(k.split(":")): v for k, v in _pairs(a.vertices).items()}
-    tables = summarize(load_vertex_tables(paths), a.classes)
+    vertices = load_vertex_tables(paths)
+    tables = summarize(vertices, a.classes)
     write_summaries(tables, a.outdir)
     board = tables["leaderboard"]
     atomic_write_json(Path(a.outdir) / "scores.json", {
         "leaderboard": board.to_dict(orient="records"),
+        "r_percentiles": r_percentiles(vertices),
         "note": "challenge_score: mean over all vertices of all subjects and hemispheres of 100*min(max(r,0)^2/NC, 1)",
     })
+    atomic_write_text(Path(a.outdir) / "scores.html", scores_html(tables))
     for _, row in board.iterrows():
         score = "" if pd.isna(row["challenge_score"]) else (
             f", challenge score {row['challenge_score']:.2f} (chance {row['chance_score']:.2f})")
@@ -237,6 +257,22 @@ def cmd_plot(a):
 
     from .plots import plot_model_comparison, plot_roi_bars
 
+    if a.kind == "brain-map":
+        from .brainmap import OUTLINE_CLASSES, brain_map_figure
+        from .io import read_json
+
+        vmax = a.vmax
+        if vmax is None and a.scores:
+            # One colour scale for every model and subject: the run's 99th percentile of r.
+            from .brainmap import auto_vmax
+
+            p99 = read_json(a.scores).get("r_percentiles", {}).get(a.column.rsplit("_", 1)[-1], {}).get("p99")
+            vmax = auto_vmax([p99]) if p99 is not None and a.column.startswith("r_") else None
+        info = brain_map_figure(_pairs(a.vertices), a.data, a.subject, a.out, a.model, column=a.column, vmax=vmax,
+                                cmap=a.cmap, mesh=a.mesh, outline=OUTLINE_CLASSES if a.outline is None else a.outline)
+        print(f"{a.model} {a.subject}: {info['drawn']:,} of {info['vertices']:,} vertices drawn on fsaverage5, "
+              f"colour scale {info['vmin']:g} to {info['vmax']:g} -> {a.out}")
+        return
     summary = pd.read_parquet(a.summary)
     if a.kind == "roi-bars":
         plot_roi_bars(summary, a.subject, a.hemi, a.out, split=a.split)
@@ -253,6 +289,9 @@ def cmd_submit(a):
         subject, hemi = key.split(":")
         preds[(subject, hemi)] = load_npz(path)["test_pred"]
     assemble_submission(preds, a.out)
+    print(f"{len(preds)} prediction arrays -> {a.out}")
+    if a.no_check:
+        return
     report = check_submission(a.out, a.data)
     print(report)
     if not report.ok:
@@ -265,8 +304,30 @@ def cmd_check_submission(a):
 
     report = check_submission(a.zip, a.data)
     print(report)
+    if a.out:
+        from .io import atomic_write_text
+
+        if report.ok:
+            atomic_write_text(a.out, f"{a.zip}\n{report}\n")
+        else:
+            Path(a.out).unlink(missing_ok=True)
     if not report.ok:
+        print(f"nsdflow check-submission: {a.zip} would be rejected: {len(report.errors)} problems (listed above)",
+              file=sys.stderr)
         raise SystemExit(1)
+
+
+def cmd_provenance(a):
+    from .io import atomic_write_json, atomic_write_text, read_json
+    from .report import collect_provenance, features_html, provenance_html
+
+    manifests = {name: read_json(path) for name, path in _pairs(a.manifests or []).items()}
+    prov = collect_provenance(a.config, manifests, a.workflow_dir)
+    atomic_write_json(a.json, prov)
+    atomic_write_text(a.html, provenance_html(prov))
+    atomic_write_text(a.features_html, features_html(prov))
+    commit = prov["git"].get("commit") or "no git commit"
+    print(f"provenance: nsdflow {prov['nsdflow_version']} ({commit}), {len(manifests)} backbones -> {a.html}")
 
 
 def cmd_config_help(a):
@@ -328,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subject", action="append", help="subject to check (repeatable); default: all in the root")
     s.add_argument("--roi-classes", nargs="*", default=None, help="ROI classes that must be present (default: all six)")
     s.add_argument("--no-finite-check", action="store_true", help="skip the NaN/inf scan of the fMRI")
+    s.add_argument("--no-image-check", action="store_true",
+                   help="skip verifying that every PNG is complete and uncorrupted")
     s.add_argument("--json", help="write the summary as JSON (a file for one subject, a folder for several)")
 
     s = add("index-images", cmd_index_images, "list every subject's images and NSD ids (CSV)")
@@ -341,7 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--size", type=int, default=None, help="cached side in px (default: the images' own)")
     s.add_argument("--chunk", type=int, default=64)
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--workers", type=int, default=1, help="decoding processes")
+    s.add_argument("--source", choices=["png", "hdf5"], default="png",
+                   help="decode the PNGs, or read NSD's nsd_stimuli.hdf5 (--hdf5)")
+    s.add_argument("--hdf5", default=None, help="path of nsd_stimuli.hdf5 (--source hdf5)")
+    s.add_argument("--hdf5-dataset", default="imgBrick")
+    s.add_argument("--hdf5-index-base", choices=["auto", "0", "1"], default="auto",
+                   help="NSD id k is HDF5 row k (0) or k-1 (1); auto: compare a few PNGs with the file")
+    s.add_argument("--compression", choices=["none", "zstd"], default="none")
 
     s = add("extract", cmd_extract, "extract one backbone's layers for every cached image into a Zarr store")
     s.add_argument("--name", required=True)
@@ -351,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--shard", type=int, default=0, help="which shard (0-based) of --shards this job extracts")
+    s.add_argument("--shards", type=int, default=1, help="independent jobs sharing the store's chunks")
+    s.add_argument("--readers", type=int, default=2, help="threads reading the image cache ahead of the model")
+
+    s = add("combine-features", cmd_combine_features,
+            "check that every chunk of a feature store is done and write its manifest")
+    s.add_argument("--store", required=True)
+    s.add_argument("--shard-manifests", nargs="+", required=True, help="the manifest of every shard")
+    s.add_argument("--manifest", required=True)
 
     s = add("split", cmd_split, "seeded validation split of a subject's training images")
     s.add_argument("--summary", required=True)
@@ -442,25 +521,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=_json_arg, default=None)
     s.add_argument("--outdir", required=True)
 
-    s = add("plot", cmd_plot, "draw a figure from the summary table")
-    s.add_argument("kind", choices=["roi-bars", "models"])
-    s.add_argument("--summary", required=True)
+    s = add("plot", cmd_plot, "draw a figure: ROI bars or model comparison (from the summary), or a brain map")
+    s.add_argument("kind", choices=["roi-bars", "models", "brain-map"])
+    s.add_argument("--summary", help="summary.parquet (roi-bars, models)")
     s.add_argument("--subject")
     s.add_argument("--hemi")
     s.add_argument("--split", default="val")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the PNG; the SVG is written beside it")
+    s.add_argument("--vertices", nargs="+", help="brain-map: lh=PARQUET rh=PARQUET (per-vertex score tables)")
+    s.add_argument("--data", help="brain-map: data root (its all-vertices masks place the vertices)")
+    s.add_argument("--model", help="brain-map: the model's name, for the title")
+    s.add_argument("--column", default="r_val", help="brain-map: r_val, r_test, score_val or score_test")
+    s.add_argument("--vmax", type=float, default=None, help="brain-map: top of the colour scale (bottom 0)")
+    s.add_argument("--scores", help="brain-map: scores.json; without --vmax its r percentiles set the scale")
+    s.add_argument("--cmap", default="inferno", help="brain-map: a matplotlib colour map")
+    s.add_argument("--mesh", default="infl", choices=["infl", "pial", "white"], help="brain-map: fsaverage5 mesh")
+    s.add_argument("--outline", type=_json_arg, default=None,
+                   help="brain-map: ROI classes to outline, as JSON (default: retinotopic and category ROIs)")
 
     s = add("submit", cmd_submit, "assemble the submission zip from merged predictions, then check it")
     s.add_argument("--pred", nargs="+", required=True, help="SUBJECT:HEMI=MERGED_NPZ")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--no-check", action="store_true", help="assemble only (check with `nsdflow check-submission`)")
 
     add("config-help", cmd_config_help, "describe every config key (from the workflow's JSON schema)")
 
     s = add("check-submission", cmd_check_submission, "check a submission zip against a data root")
     s.add_argument("zip")
     s.add_argument("--data", required=True, help="data root (gives the expected shapes)")
+    s.add_argument("--out", help="write the check's report here when the zip passes (removed when it fails)")
+
+    s = add("provenance", cmd_provenance, "record how the results were made: config, backbones, packages, git")
+    s.add_argument("--config", type=_json_arg, required=True, help="the run's config, as JSON")
+    s.add_argument("--manifests", nargs="*", help="BACKBONE=FEATURE_MANIFEST_JSON for each backbone")
+    s.add_argument("--workflow-dir", help="the workflow's folder (for its git commit)")
+    s.add_argument("--json", required=True)
+    s.add_argument("--html", required=True)
+    s.add_argument("--features-html", required=True)
     return p
+
+
+def _report_error(command: str, msg) -> None:
+    # On a line of its own: a progress bar may have left the cursor mid-line.
+    sys.stderr.write(f"\nnsdflow {command}: error: {msg}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from .data import DataError
-    from .io import OutputError
+    from .io import OutputError, explain_os_error
 
     # Errors that carry a message meant for the user (BackboneError, PoolingError are ValueErrors).
     known = (DataError, OutputError, ValueError, KeyError, FileNotFoundError, RuntimeError)
@@ -478,7 +582,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"nsdflow {args.command}: error: {msg}", file=sys.stderr)
+        _report_error(args.command, msg)
+        return 1
+    except OSError as err:
+        # A full disk or an unwritable folder, wherever it surfaced (zarr, numpy, PIL): say so plainly.
+        # write() errors carry no file name: name what this command was writing instead.
+        outputs = [str(getattr(args, k)) for k in ("store", "out", "outdir", "manifest", "json") if getattr(args, k, None)]
+        msg = explain_os_error(err, None if err.filename else " / ".join(outputs) or None)
+        if msg is None or args.debug:
+            raise
+        _report_error(args.command, msg)
         return 1
     return 0
 

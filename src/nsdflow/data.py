@@ -18,6 +18,7 @@ from .layout import (
     HEMISPHERES,
     ROI_CLASSES,
     SPLITS,
+    SUBJECT_RE,
     UNKNOWN,
     ImageName,
     SubjectPaths,
@@ -111,6 +112,26 @@ def image_path(root: str | Path, subject: int | str, image: ImageName) -> Path:
     return SubjectPaths(root, subject).images_dir(image.split) / image.filename
 
 
+def verify_images(paths: list[Path]) -> list[Problem]:
+    """Check that each file is a complete, uncorrupted image, without decoding it.
+
+    PIL's ``verify`` walks the PNG chunks and their checksums: a truncated or corrupted file
+    fails, at thousands of images per second. Grayscale, palette and RGBA images pass (the image
+    cache converts them to RGB).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    problems = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            reason = "not an image file" if isinstance(err, UnidentifiedImageError) else f"{type(err).__name__}: {err}"
+            problems.append(Problem(path, f"corrupt or truncated image ({reason}); re-copy it from the original download"))
+    return problems
+
+
 # ----------------------------------------------------------------------------- arrays
 
 
@@ -127,11 +148,12 @@ def load_roi_mapping(root: str | Path, subject: int | str, roi_class: str) -> di
         raise DataError(Problem(path, f"mapping file of ROI class {roi_class!r} is missing"))
     try:
         obj = np.load(path, allow_pickle=True)
-        mapping = obj.item() if isinstance(obj, np.ndarray) else obj
     except Exception as err:  # noqa: BLE001 - any failure to read is reported as a data problem
         raise DataError(Problem(path, f"cannot read the mapping ({type(err).__name__}: {err})")) from err
+    mapping = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
     if not isinstance(mapping, dict):
-        raise DataError(Problem(path, f"expected a pickled dict {{int: name}}, got {type(mapping).__name__}"))
+        got = f"an array of shape {obj.shape}" if isinstance(obj, np.ndarray) else type(mapping).__name__
+        raise DataError(Problem(path, f"expected a pickled dict {{int: name}} (np.save of a dict), got {got}"))
     return {int(k): str(v) for k, v in mapping.items()}
 
 
@@ -216,14 +238,30 @@ class SubjectSummary:
 
 
 def list_subjects(root: str | Path) -> list[str]:
-    """The ``subjXX`` folders of a data root, sorted."""
+    """The ``subjXX`` folders of a data root, sorted.
+
+    Raises :class:`DataError` when there are none, with a hint when ``root`` looks like a subject
+    folder or like the parent of the data root (the two usual slips).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(Problem(root, "data root does not exist or is not a folder"))
-    subjects = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("subj"))
-    if not subjects:
-        raise DataError(Problem(root, "no subjXX folders in the data root"))
-    return subjects
+    entries = [p for p in root.iterdir() if p.is_dir()]
+    subjects = sorted(p.name for p in entries if SUBJECT_RE.match(p.name))
+    if subjects:
+        return subjects
+    if (root / "training_split").is_dir() or (root / "roi_masks").is_dir():
+        hint = f"it looks like one subject's folder: point at its parent, {root.parent}"
+    else:
+        inner = [p for p in entries if any(SUBJECT_RE.match(q.name) for q in p.iterdir() if q.is_dir())]
+        near = sorted(p.name for p in entries if p.name.lower().startswith("subj"))
+        if inner:
+            hint = f"the subject folders are one level down: point at {inner[0]}"
+        elif near:
+            hint = f"found {', '.join(near[:4])}: subject folders are named subj01 ... subj08 (two digits)"
+        else:
+            hint = "expected the Algonauts 2023 data root, the folder holding subj01/ ... subj08/"
+    raise DataError(Problem(root, f"no subjXX folders in the data root; {hint}"))
 
 
 def validate_subject(
@@ -231,6 +269,7 @@ def validate_subject(
     subject: int | str,
     roi_classes: list[str] | tuple[str, ...] = tuple(ROI_CLASSES),
     check_finite: bool = True,
+    check_images: bool = False,
 ) -> SubjectSummary:
     """Check one subject of a data root against the Algonauts layout.
 
@@ -244,6 +283,9 @@ def validate_subject(
         ROI classes whose masks and mappings must be present.
     check_finite : bool
         Scan the fMRI for NaN or inf (streams the array; a few seconds per hemisphere at real size).
+    check_images : bool
+        Verify every PNG's structure and checksums (no decoding; thousands of images per second), so
+        that a corrupt or truncated file is named now rather than when the image cache reaches it.
 
     Returns
     -------
@@ -265,17 +307,39 @@ def validate_subject(
 
     problems: list[Problem] = []
     warnings: list[str] = []
+    # A whole missing folder is one problem, not one per file it should hold.
+    folders = {
+        paths.images_dir("train").parent: "training_split/ (training_images/ and training_fmri/)",
+        paths.images_dir("test").parent: "test_split/ (test_images/)",
+        paths.fmri("lh").parent: "training_fmri/ ({lh,rh}_training_fmri.npy)",
+        paths.roi_dir: "roi_masks/ (ROI masks and mapping_<class>.npy files)",
+    }
+    absent = set()
+    for folder, what in folders.items():
+        if not folder.is_dir() and not any(folder.is_relative_to(a) for a in absent):
+            problems.append(Problem(folder, f"folder is missing: the subject needs {what}; is the download complete?"))
+            absent.add(folder)
+
+    def missing(path: Path) -> bool:
+        return any(path.is_relative_to(a) for a in absent)
+
     images: dict[str, list[ImageName]] = {}
     for split in SPLITS:
+        images[split] = []
+        if missing(paths.images_dir(split)):
+            continue
         try:
             images[split] = list_images(root, subject, split)
         except DataError as err:
             problems += err.problems
-            images[split] = []
+        if check_images and images[split]:
+            problems += verify_images([image_path(root, subject, i) for i in images[split]])
 
     n_vertices: dict[str, int] = {}
     for hemi in HEMISPHERES:
         path = paths.fmri(hemi)
+        if missing(path):
+            continue
         try:
             fmri = load_fmri(root, subject, hemi)
         except DataError as err:
@@ -296,11 +360,13 @@ def validate_subject(
             if bad.size:
                 problems.append(
                     Problem(path, f"NaN or inf in {bad.size} vertices (columns {_short(bad.tolist())}); "
-                                  "drop those vertices from the fMRI and every challenge-space mask")
+                                  "drop those columns from the fMRI and the same entries from every "
+                                  "challenge-space mask (the organisers did so for subj06 and subj08), "
+                                  "or set data.check_finite: false to go on")
                 )
 
     rois: dict[str, dict[str, list[str]]] = {h: {} for h in HEMISPHERES}
-    for roi_class in roi_classes:
+    for roi_class in roi_classes if not missing(paths.roi_dir) else ():
         try:
             mapping = load_roi_mapping(root, subject, roi_class)
         except DataError as err:
@@ -311,7 +377,7 @@ def validate_subject(
         for hemi in HEMISPHERES:
             _check_masks(paths, hemi, roi_class, mapping, n_vertices.get(hemi), problems, rois)
 
-    for hemi in HEMISPHERES:
+    for hemi in HEMISPHERES if not missing(paths.roi_dir) else ():
         path = paths.fsaverage_vertices(hemi)
         try:
             verts = load_fsaverage_vertices(root, subject, hemi)

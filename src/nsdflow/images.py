@@ -2,8 +2,14 @@
 
 Each unique NSD image is decoded once, into one Zarr array ``pixels`` (N, S, S, 3) uint8 ordered
 by NSD id; every backbone reads from it, so PNG decoding (about 220 images/s per core) never
-bounds a GPU. Writes go chunk by chunk; a chunk is marked done (an empty file under ``done/``)
-only after it is written, so a killed run resumes from the last complete chunk.
+bounds a GPU. The pixels come from the subjects' PNG files, or from NSD's own
+``nsd_stimuli.hdf5`` (dataset ``imgBrick``, 73,000 x 425 x 425 x 3 uint8) when the user has it.
+
+Decoding runs in worker processes, each of which writes whole chunks of the cache itself
+(nothing large crosses a pipe, and at most two chunks per worker are in flight, so memory stays
+bounded whatever the number of images). A chunk is marked done (an empty file under ``done/``)
+only after it is written, so a killed run resumes from the last complete chunk; see
+:mod:`nsdflow.features.chunks`.
 """
 
 from __future__ import annotations
@@ -11,19 +17,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .data import DataError, Problem, image_path, list_images
-from .io import atomic_write_json, save_table
+from .features.chunks import chunk_rows, mark_done, missing_chunks, n_chunks, open_store
+from .io import atomic_write_json
 from .layout import SPLITS, subject_name
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
+
+#: Image sources of the cache (``images.source`` in the config).
+SOURCES = ("png", "hdf5")
+#: Fewer images than this per worker process are decoded in fewer processes: starting a
+#: process (and importing numpy, zarr, PIL in it) costs about as much as decoding 200 images.
+MIN_IMAGES_PER_WORKER = 200
+#: Compression of the cache's chunks (``images.compression``): uncompressed costs no
+#: decompression when read, and natural images gain only about 10 % from lossless compression
+#: (bench/extract_cache_codecs.py).
+COMPRESSIONS = ("none", "zstd")
 
 
 # ----------------------------------------------------------------------------- index
@@ -34,6 +54,8 @@ def build_index(root: str | Path, subjects: list[str]) -> pd.DataFrame:
 
     ``row`` is the 0-based fMRI row (train) or submission row (test) of the image.
     """
+    import pandas as pd
+
     rows = []
     for subject in subjects:
         subject = subject_name(subject)
@@ -44,6 +66,8 @@ def build_index(root: str | Path, subjects: list[str]) -> pd.DataFrame:
 
 
 def read_index(path: str | Path) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_csv(path, dtype={"subject": str, "split": str, "row": np.int64, "nsd_id": np.int64, "path": str})
 
 
@@ -85,9 +109,154 @@ def decode_image(path: str | Path, size: int | None = None) -> np.ndarray:
                                       "re-copy it from the original download")) from err
 
 
-def _decode_many(args: tuple[list[str], int]) -> np.ndarray:
-    paths, size = args
-    return np.stack([decode_image(p, size) for p in paths])
+def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize one (H, W, 3) uint8 image to (size, size, 3) as :func:`decode_image` does (bicubic)."""
+    if pixels.shape[:2] == (size, size):
+        return pixels
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class PngSource:
+    """The images as PNG files, one path per row of the cache."""
+
+    paths: tuple[str, ...]
+
+    def subset(self, start: int, stop: int) -> "PngSource":
+        return PngSource(self.paths[start:stop])
+
+    def read(self, size: int | None) -> np.ndarray:
+        """Every image of the source as (n, size, size, 3) uint8 (size None: their own)."""
+        return np.stack([decode_image(p, size) for p in self.paths])
+
+    def identity(self) -> dict:
+        return {"source": "png"}
+
+
+#: One open HDF5 file per worker process (h5py handles are neither picklable nor thread-safe).
+_HDF5_FILES: dict[str, object] = {}
+
+
+@dataclass(frozen=True)
+class Hdf5Source:
+    """NSD's ``nsd_stimuli.hdf5``: row ``nsd_id - base`` of ``dataset`` (N, H, W, 3) uint8."""
+
+    path: str
+    dataset: str
+    nsd_ids: tuple[int, ...]
+    base: int
+
+    def _data(self):
+        import h5py
+
+        if self.path not in _HDF5_FILES:
+            _HDF5_FILES[self.path] = h5py.File(self.path, "r")
+        return _HDF5_FILES[self.path][self.dataset]
+
+    def subset(self, start: int, stop: int) -> "Hdf5Source":
+        return Hdf5Source(self.path, self.dataset, self.nsd_ids[start:stop], self.base)
+
+    def read(self, size: int) -> np.ndarray:
+        """Every image of the source as (n, size, size, 3) uint8."""
+        data = self._data()
+        rows = np.asarray(self.nsd_ids, dtype=np.int64) - self.base
+        # Contiguous runs are read as one slice (NSD ids of a chunk are sorted, often consecutive).
+        out = []
+        i = 0
+        while i < len(rows):
+            j = i + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                j += 1
+            out.extend(resize_image(img, size) for img in data[int(rows[i]) : int(rows[j - 1]) + 1])
+            i = j
+        return np.stack(out)
+
+    def identity(self) -> dict:
+        st = os.stat(self.path)
+        return {"source": "hdf5", "path": str(Path(self.path).resolve()), "dataset": self.dataset,
+                "bytes": st.st_size, "index_base": self.base}
+
+
+def open_hdf5_images(path: str | Path, dataset: str = "imgBrick"):
+    """Open NSD's stimulus file and check its layout; returns the h5py dataset (file kept open)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(Problem(path, "images.hdf5: the file does not exist (NSD's nsd_stimuli.hdf5, or set "
+                                      "images.source: png)"))
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(Problem(path, f"cannot open as HDF5 ({err})")) from err
+    if dataset not in f:
+        raise DataError(Problem(path, f"has no dataset {dataset!r} (it has {', '.join(f.keys())}); "
+                                      "set images.hdf5_dataset"))
+    data = f[dataset]
+    if data.ndim != 4 or data.shape[3] != 3 or data.dtype != np.uint8:
+        raise DataError(Problem(path, f"dataset {dataset!r} is {data.shape} {data.dtype}; expected "
+                                      "(N, H, W, 3) uint8 like NSD's imgBrick"))
+    return data
+
+
+def detect_index_base(data, nsd_ids: np.ndarray, paths: list[str], n_check: int = 3) -> int:
+    """Whether NSD id ``k`` is row ``k`` (base 0) or row ``k - 1`` (base 1) of the HDF5 images.
+
+    Decided by comparing a few PNGs of the data root with the HDF5 rows under each convention;
+    raises :class:`DataError` if neither matches (another file, or other images).
+    """
+    errors = {0: [], 1: []}
+    checked = 0
+    for nsd_id, path in zip(nsd_ids, paths):
+        try:
+            png = decode_image(path)
+        except DataError:
+            continue  # an empty or corrupt file says nothing; the cache never reads it
+        for base in (0, 1):
+            row = int(nsd_id) - base
+            if 0 <= row < data.shape[0]:
+                img = resize_image(data[row], png.shape[0]) if data.shape[1:3] != png.shape[:2] else data[row]
+                errors[base].append(float(np.abs(img.astype(np.int16) - png.astype(np.int16)).mean()))
+            else:
+                errors[base].append(np.inf)
+        checked += 1
+        if checked == n_check:
+            break
+    if not checked:
+        raise DataError(Problem(Path(paths[0]) if paths else Path("."),
+                                "cannot tell whether NSD ids index the HDF5 from 0 or 1: no PNG of the data "
+                                "root decodes; set images.hdf5_index_base to 0 or 1"))
+    mean = {b: float(np.mean(e)) for b, e in errors.items()}
+    best = min(mean, key=mean.get)
+    if mean[best] > 2.0:
+        raise DataError(Problem(Path(data.file.filename),
+                                f"its images do not match the data root's PNGs (mean absolute difference "
+                                f"{mean[0]:.1f} with NSD ids from 0, {mean[1]:.1f} from 1): is it NSD's "
+                                "nsd_stimuli.hdf5? Set images.source: png to decode the PNGs instead"))
+    return best
+
+
+def make_source(uniq: pd.DataFrame, source: str = "png", hdf5: str | Path | None = None,
+                hdf5_dataset: str = "imgBrick", index_base: str | int = "auto"):
+    """The pixel source of the unique images ``uniq`` (from :func:`unique_images`)."""
+    if source == "png":
+        return PngSource(tuple(uniq["path"].tolist()))
+    if source != "hdf5":
+        raise ValueError(f"images.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if not hdf5:
+        raise ValueError("images.source is hdf5 but images.hdf5 (the path of nsd_stimuli.hdf5) is not set")
+    data = open_hdf5_images(hdf5, hdf5_dataset)
+    nsd_ids = uniq["nsd_id"].to_numpy(np.int64)
+    base = detect_index_base(data, nsd_ids, uniq["path"].tolist()) if index_base == "auto" else int(index_base)
+    bad = nsd_ids[(nsd_ids - base < 0) | (nsd_ids - base >= data.shape[0])]
+    if bad.size:
+        raise DataError(Problem(Path(hdf5), f"holds {data.shape[0]} images; NSD ids {bad[:10].tolist()} (from "
+                                            f"{base}) are outside it"))
+    log.info("%s: %s images, NSD id k is row k%s", hdf5, data.shape[0], f" - {base}" if base else "")
+    data.file.close()
+    return Hdf5Source(str(hdf5), hdf5_dataset, tuple(int(i) for i in nsd_ids), base)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -97,6 +266,23 @@ def _ids_digest(nsd_ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(nsd_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
+#: The open ``pixels`` array of each store, per worker process.
+_OPEN_ARRAYS: dict[str, object] = {}
+
+
+def _fill_chunk(job: tuple) -> int:
+    """Decode chunk ``c`` of the cache and write it, then mark it done (runs in a worker process)."""
+    import zarr
+
+    store, c, start, stop, source, size = job
+    if store not in _OPEN_ARRAYS:
+        _OPEN_ARRAYS[store] = zarr.open_array(Path(store) / "pixels", mode="r+")
+    block = source.read(size)
+    _OPEN_ARRAYS[store][start:stop] = block
+    mark_done(store, c)
+    return stop - start
+
+
 def build_image_cache(
     index: pd.DataFrame,
     store: str | Path,
@@ -104,6 +290,11 @@ def build_image_cache(
     size: int | None = None,
     chunk: int = 64,
     workers: int = 1,
+    source: str = "png",
+    hdf5: str | Path | None = None,
+    hdf5_dataset: str = "imgBrick",
+    index_base: str | int = "auto",
+    compression: str = "none",
 ) -> dict:
     """Decode every unique image once into ``store`` (Zarr) and write a small JSON ``manifest``.
 
@@ -112,88 +303,88 @@ def build_image_cache(
     index : DataFrame
         From :func:`build_index`.
     store : path
-        The Zarr store; resumed if it holds the same images at the same size, rebuilt otherwise.
+        The Zarr store; resumed if it holds the same images at the same size from the same
+        source, rebuilt otherwise.
     size : int or None
         Side of the cached images; None keeps the first image's size (NSD: 425) and resizes
         any image that differs.
     chunk : int
         Images per chunk (the unit of writing and of resuming).
     workers : int
-        Decoding processes.
+        Decoding processes, each writing its own chunks.
+    source : {"png", "hdf5"}
+        Decode the subjects' PNG files, or read NSD's ``nsd_stimuli.hdf5`` (``hdf5``,
+        ``hdf5_dataset``) where NSD id ``k`` is row ``k - index_base`` ("auto": found by
+        comparing a few PNGs with the file).
+    compression : {"none", "zstd"}
+        Compression of the chunks.
     """
-    import zarr
     from tqdm import tqdm
 
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"images.compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     store, manifest = Path(store), Path(manifest)
     uniq = unique_images(index)
     nsd_ids = uniq["nsd_id"].to_numpy(np.int64)
-    paths = uniq["path"].tolist()
-    if size is None:
-        size = int(decode_image(paths[0]).shape[0])
-    spec = {"nsd_ids_sha256": _ids_digest(nsd_ids), "n_images": len(nsd_ids), "size": size, "chunk": chunk}
+    n = len(nsd_ids)
+    if not n:
+        raise DataError(Problem(store, "the image index lists no images"))
+    src = make_source(uniq, source, hdf5, hdf5_dataset, index_base)
+    if size is None and source == "png":
+        size = int(src.subset(0, 1).read(None)[0].shape[0])
+    elif size is None:
+        data = open_hdf5_images(hdf5, hdf5_dataset)
+        size = int(data.shape[1])
+        data.file.close()
+    spec = {"nsd_ids_sha256": _ids_digest(nsd_ids), "n_images": n, "size": size, "chunk": chunk,
+            "compression": compression, **src.identity()}
 
-    group = _open_resumable(store, spec)
-    if "pixels" not in group:
-        group.create_array("nsd_ids", data=nsd_ids, chunks=(len(nsd_ids),))
-        group.create_array("pixels", shape=(len(nsd_ids), size, size, 3), chunks=(chunk, size, size, 3),
-                           dtype="uint8", fill_value=0)
-    pixels = group["pixels"]
-    done_dir = store / "done"
-    done_dir.mkdir(exist_ok=True)
-    n_chunks = -(-len(nsd_ids) // chunk)
-    todo = [c for c in range(n_chunks) if not (done_dir / str(c)).exists()]
-    t0 = time.time()
-    bar = tqdm(total=len(nsd_ids), initial=len(nsd_ids) - sum(_chunk_len(c, chunk, len(nsd_ids)) for c in todo),
-               desc="decoding images", unit="img", mininterval=2)
-    jobs = [(paths[c * chunk : (c + 1) * chunk], size) for c in todo]
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
-        for c, block in zip(todo, pool.map(_decode_many, jobs)):
-            pixels[c * chunk : c * chunk + len(block)] = block
-            (done_dir / str(c)).touch()
-            bar.update(len(block))
+    def create(group) -> None:
+        group.create_array("pixels", shape=(n, size, size, 3), chunks=(chunk, size, size, 3), dtype="uint8",
+                           fill_value=0, compressors=None if compression == "none" else "auto")
+        group.create_array("nsd_ids", data=nsd_ids, chunks=(n,))  # last: marks the store as created
+
+    with open_store(store, spec, create):
+        _OPEN_ARRAYS.pop(str(store), None)  # the store may have been rebuilt since this process opened it
+        todo = missing_chunks(store, n, chunk)
+        n_todo = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] for c in todo)
+        if len(todo) < n_chunks(n, chunk):
+            log.info("resuming: %d of %d chunks already cached", n_chunks(n, chunk) - len(todo), n_chunks(n, chunk))
+        # Each job carries only its own rows' paths or ids, so nothing large is pickled per chunk.
+        jobs = [(str(store), c, *chunk_rows(c, chunk, n), src.subset(*chunk_rows(c, chunk, n)), size) for c in todo]
+        t0 = time.time()
+        bar = tqdm(total=n, initial=n - n_todo, desc=f"caching images ({source})", unit="img", mininterval=2,
+                   smoothing=0.1)
+        workers = max(1, min(int(workers), len(jobs), n_todo // MIN_IMAGES_PER_WORKER))
+        if workers == 1:
+            for job in jobs:
+                bar.update(_fill_chunk(job))
+        else:
+            import multiprocessing
+
+            # spawn, not fork: zarr's I/O thread and h5py handles do not survive a fork.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                pending: set[Future] = set()
+                queue = iter(jobs)
+                for job in queue:
+                    pending.add(pool.submit(_fill_chunk, job))
+                    if len(pending) >= 2 * workers:  # bounded: at most two chunks per worker in flight
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            bar.update(fut.result())
+                for fut in pending:
+                    bar.update(fut.result())
     bar.close()
     elapsed = time.time() - t0
-    info = {**spec, "store": str(store), "seconds": round(elapsed, 2),
-            "images_per_second": round(sum(len(j[0]) for j in jobs) / elapsed, 1) if jobs and elapsed > 0 else None}
+    missing = missing_chunks(store, n, chunk)
+    if missing:
+        raise RuntimeError(f"{store}: chunks {missing[:10]} were not written; rerun the image_cache rule")
+    rate = round(n_todo / elapsed, 1) if n_todo and elapsed > 0 else None
+    log.info("cached %d images in %.1f s (%s images/s, %d workers)", n_todo, elapsed, rate, workers)
+    info = {**spec, "store": str(store), "cached_images": n_todo, "workers": workers, "seconds": round(elapsed, 2),
+            "images_per_second": rate}
     atomic_write_json(manifest, info)
     return info
-
-
-def _chunk_len(c: int, chunk: int, n: int) -> int:
-    return min(chunk, n - c * chunk)
-
-
-class _Inline:
-    """A stand-in for an executor that maps in this process."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
-
-
-def _open_resumable(store: Path, spec: dict):
-    """Open ``store`` for writing if its recorded spec equals ``spec``; otherwise start it afresh."""
-    import zarr
-
-    if store.exists():
-        try:
-            old = zarr.open_group(store, mode="r").attrs.get("nsdflow_spec")
-        except Exception:  # noqa: BLE001 - an unreadable store is rebuilt
-            old = None
-        if old == spec:
-            log.info("resuming %s", store)
-            return zarr.open_group(store, mode="a")
-        log.info("%s was written with other settings: rebuilding it", store)
-        shutil.rmtree(store)
-    group = zarr.open_group(store, mode="w")
-    group.attrs["nsdflow_spec"] = spec
-    return group
 
 
 class ImageCache:
@@ -207,13 +398,16 @@ class ImageCache:
         self.pixels = group["pixels"]
         self.nsd_ids = group["nsd_ids"][:]
         self.spec = dict(group.attrs["nsdflow_spec"])
-        n_chunks = -(-len(self.nsd_ids) // self.spec["chunk"])
-        missing = [c for c in range(n_chunks) if not (self.store / "done" / str(c)).exists()]
+        missing = missing_chunks(self.store, len(self.nsd_ids), self.spec["chunk"])
         if missing:
             raise RuntimeError(f"{self.store} is incomplete ({len(missing)} chunks not written); rerun the image_cache rule")
 
     def __len__(self) -> int:
         return len(self.nsd_ids)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Images ``[start, stop)`` as (n, S, S, 3) uint8."""
+        return np.asarray(self.pixels[start:stop])
 
     def rows(self, nsd_ids) -> np.ndarray:
         """Positions of ``nsd_ids`` in the cache; raises KeyError for an id it lacks."""
@@ -229,7 +423,3 @@ def lookup_rows(sorted_ids: np.ndarray, wanted, what: str = "store") -> np.ndarr
     if bad.any():
         raise KeyError(f"{what} lacks NSD ids {wanted[bad][:10].tolist()} ({int(bad.sum())} in all); rerun its rule")
     return pos_c
-
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 1))

@@ -22,14 +22,43 @@ class OutputError(OSError):
     """An output could not be written; the message says which file and why."""
 
 
+#: errno values that mean "this location cannot take the output", with what to do about each.
+_WRITE_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space, or point the results elsewhere (run snakemake with "
+                  "--directory on a larger disk)",
+    errno.EDQUOT: "your disk quota is exceeded: free space or ask for a larger quota",
+    errno.EACCES: "permission denied: check the folder's owner and permissions, or run from a "
+                  "writable working directory",
+    errno.EPERM: "operation not permitted: check the folder's owner and permissions",
+    errno.EROFS: "the file system is read-only: run from a writable working directory",
+}
+
+
+def explain_os_error(err: OSError, path: str | Path | None = None) -> str | None:
+    """A one-line explanation of a file-system error that the user must act on, or None.
+
+    Used by the command line for errors raised deep inside libraries (zarr, numpy, PIL): the
+    user learns which path failed and why, instead of reading a traceback.
+    """
+    hint = _WRITE_ERRORS.get(err.errno or -1)
+    if hint is None:
+        return None
+    where = path or err.filename or "an output"
+    return f"cannot write {where}: {hint}"
+
+
 def _explain(path: Path, err: OSError) -> OutputError:
-    if err.errno == errno.ENOSPC:
-        hint = "the disk is full: free space or point the results elsewhere"
-    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "the folder is not writable: check its permissions or run from a writable working directory"
-    else:
-        hint = err.strerror or str(err)
-    return OutputError(err.errno or 0, f"cannot write {path}: {hint}")
+    hint = explain_os_error(err, path) or f"cannot write {path}: {err.strerror or err}"
+    return OutputError(err.errno or 0, hint)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -48,6 +77,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); give it the mode any other new file would get.
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

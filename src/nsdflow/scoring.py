@@ -7,6 +7,10 @@ ceiling NC (as a fraction), the organisers' noise-normalised score is::
 
 and the leaderboard's number is the mean of that over all vertices of all subjects and
 hemispheres. Everything here is vectorised float64: 20,000 vertices in well under a second.
+
+One deliberate difference: where a prediction (or a response) is constant over the images, r
+is undefined. The organisers' loop over ``scipy.stats.pearsonr`` gives NaN there, which makes
+their mean NaN; here such a vertex counts as r = 0 and score 0, and the scoring job warns.
 """
 
 from __future__ import annotations
@@ -20,21 +24,41 @@ log = logging.getLogger(__name__)
 NC_ZERO_REPLACEMENT = 1e-14
 
 
-def pearson_columns(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Pearson r of each column pair (images x vertices), float64; NaN where a column is constant."""
-    a = np.asarray(y_true, dtype=np.float64)
-    b = np.asarray(y_pred, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"responses {a.shape} and predictions {b.shape} differ in shape")
-    if a.ndim == 1:
-        a, b = a[:, None], b[:, None]
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    num = np.einsum("ij,ij->j", a, b)
-    den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = num / den
-    r[den == 0] = np.nan
+def pearson_columns(y_true: np.ndarray, y_pred: np.ndarray, block_bytes: int = 16 * 2**20) -> np.ndarray:
+    """Pearson r of each column pair (images x vertices), float64; NaN where a column is constant.
+
+    Columns are centred and correlated in float64, a block of columns at a time (about
+    ``block_bytes`` per array), so memory stays bounded and the work stays in cache: 20,544
+    vertices x 159 test images take about 20 ms, x 1,968 validation images about half a second.
+    Each column is computed on its own; the block size moves results by a few units in the
+    last place at most (SIMD summation order), far below any digit a score is reported to.
+
+    A column is constant when its values are all equal, decided exactly before centring (the
+    mean's rounding error would otherwise leave tiny deviations that correlate with anything);
+    centred columns are scaled to unit maximum so that tiny responses don't underflow when squared.
+    """
+    a_all = np.asarray(y_true)
+    b_all = np.asarray(y_pred)
+    if a_all.shape != b_all.shape:
+        raise ValueError(f"responses {a_all.shape} and predictions {b_all.shape} differ in shape")
+    if a_all.ndim == 1:
+        a_all, b_all = a_all[:, None], b_all[:, None]
+    n, v = a_all.shape
+    block = int(np.clip(block_bytes // (8 * max(n, 1)), 64, max(v, 64)))
+    r = np.empty(v, dtype=np.float64)
+    for start in range(0, v, block):
+        cols = slice(start, start + block)
+        a = np.array(a_all[:, cols], dtype=np.float64)
+        b = np.array(b_all[:, cols], dtype=np.float64)
+        constant = (a.max(axis=0) == a.min(axis=0)) | (b.max(axis=0) == b.min(axis=0))
+        a -= a.mean(axis=0)
+        b -= b.mean(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a /= np.abs(a).max(axis=0)
+            b /= np.abs(b).max(axis=0)
+            num = np.einsum("ij,ij->j", a, b)
+            den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
+            r[cols] = np.where(constant | (den == 0), np.nan, num / den)
     return np.clip(r, -1.0, 1.0)
 
 
@@ -67,7 +91,8 @@ def noise_normalized_score(r: np.ndarray, nc_fraction: np.ndarray) -> np.ndarray
     r2 = np.maximum(r, 0.0) ** 2
     nc = np.array(nc_fraction, dtype=np.float64)
     nc[nc == 0] = NC_ZERO_REPLACEMENT
-    return 100.0 * np.minimum(r2 / nc, 1.0)
+    with np.errstate(over="ignore"):  # a ceiling of ~1e-300 overflows r^2/NC to inf: clipped to 100 below
+        return 100.0 * np.minimum(r2 / nc, 1.0)
 
 
 def challenge_score(r_list, nc_list) -> float:

@@ -67,7 +67,15 @@ def expected_shapes(data_root: str | Path) -> dict[str, dict[str, tuple[int, int
 
 
 def check_submission(zip_path: str | Path, data_root: str | Path) -> SubmissionReport:
-    """Check a submission zip against a data root; every problem is reported, not just the first."""
+    """Check a submission zip against a data root; every problem is reported, not just the first.
+
+    What the leaderboard required: ``subjXX/`` folders at the root of the zip, both
+    ``{lh,rh}_pred_test.npy`` for every subject, float32 arrays of shape (test images,
+    vertices) of that subject and hemisphere, every value finite, and a zip under 300 MB.
+    Only the subjects of ``data_root`` are required (a partial download gives a partial
+    submission, which is noted, not rejected); a subject of the data root absent from the zip
+    is an error. Each kind of problem has its own message, naming the entry.
+    """
     zip_path = Path(zip_path)
     report = SubmissionReport()
     if not zip_path.is_file():
@@ -75,7 +83,8 @@ def check_submission(zip_path: str | Path, data_root: str | Path) -> SubmissionR
         return report
     size = zip_path.stat().st_size
     if size > MAX_BYTES:
-        report.errors.append(f"{zip_path}: {size / 2**20:.1f} MB, over the 300 MB limit")
+        report.errors.append(f"{zip_path}: {size / 2**20:.1f} MB, over the 300 MB limit of the leaderboard; "
+                             "zip with compression (the pipeline's zip uses deflate) or drop stray files")
     try:
         expected = expected_shapes(data_root)
     except DataError as err:
@@ -88,6 +97,9 @@ def check_submission(zip_path: str | Path, data_root: str | Path) -> SubmissionR
         return report
     with zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        for name in doubled:
+            report.errors.append(f"{name}: appears {names.count(name)} times in the zip; keep one")
         found: dict[tuple[str, str], str] = {}
         strays = []
         for name in names:
@@ -103,15 +115,23 @@ def check_submission(zip_path: str | Path, data_root: str | Path) -> SubmissionR
                                  "so that subj01/lh_pred_test.npy is at the root of the zip")
         others = [n for n in strays if n not in nested]
         if others:
-            report.notes.append(f"ignored files: {', '.join(others[:10])}")
+            report.notes.append(f"ignored files (not subjXX/{{lh,rh}}_pred_test.npy): {', '.join(others[:10])}"
+                                + (f" and {len(others) - 10} more" if len(others) > 10 else ""))
+        uncompressed = 0
         for subject in sorted(expected):
+            have = [h for h in HEMISPHERES if (subject, h) in found]
+            if not have and not nested:
+                report.errors.append(f"{subject}: missing from the zip; the data root has it, so both "
+                                     f"{entry_name(subject, 'lh')} and {entry_name(subject, 'rh')} are required")
+                continue
             for hemi in HEMISPHERES:
                 want = expected[subject][hemi]
                 name = entry_name(subject, hemi)
                 if (subject, hemi) not in found:
                     if not nested:
-                        report.errors.append(f"{name}: missing")
+                        report.errors.append(f"{name}: missing ({subject} has {'the other hemisphere' if have else 'no file'})")
                     continue
+                uncompressed += zf.getinfo(name).file_size
                 try:
                     arr = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
                 except Exception as err:  # noqa: BLE001 - any unreadable entry is one error
@@ -120,14 +140,19 @@ def check_submission(zip_path: str | Path, data_root: str | Path) -> SubmissionR
                 if arr.dtype != np.float32:
                     report.errors.append(f"{name}: dtype {arr.dtype}, must be float32")
                 if arr.shape != want:
+                    hint = " (transposed?)" if arr.shape == want[::-1] else ""
                     report.errors.append(f"{name}: shape {arr.shape}, expected {want} "
-                                         f"({want[0]} test images x {want[1]} {hemi} vertices)")
+                                         f"({want[0]} test images x {want[1]} {hemi} vertices){hint}")
                 if np.issubdtype(arr.dtype, np.number) and not np.isfinite(arr).all():
                     report.errors.append(f"{name}: {int((~np.isfinite(arr)).sum())} values are NaN or inf")
         extra = sorted({s for s, _ in found} - set(expected))
         if extra:
-            report.errors.append(f"subjects not in the data root: {', '.join(extra)}")
+            report.errors.append(f"subjects not in the data root: {', '.join(extra)} (predictions for subjects the "
+                                 "data root lacks cannot be checked; is --data the right root?)")
+    if uncompressed:
+        report.notes.append(f"size: {size / 2**20:.1f} MB zipped ({uncompressed / 2**20:.1f} MB of arrays), "
+                            f"limit 300 MB")
     absent = [s for s in REAL_COUNTS if s not in expected]
     if absent:
-        report.notes.append(f"partial submission: {', '.join(absent)} missing (not in the data root)")
+        report.notes.append(f"partial submission: {', '.join(absent)} missing (not in the data root, so not required)")
     return report

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError  # noqa: F401 - re-exported: the error of make_plan
+from .data import DataError, list_subjects
 from .layout import ROI_CLASSES, SubjectPaths, subject_name
 from .regions import region_names
 
@@ -26,19 +29,18 @@ PACKAGE = Path(__file__).resolve().parent
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "demo": ("demo.py", "surface.py", "layout.py"),
     "data": ("data.py", "layout.py"),
-    "images": ("images.py",),
-    "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py"),
+    "images": ("images.py", "features/chunks.py"),
+    "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py",
+                 "features/chunks.py", "features/combine.py"),
     "readouts": ("split.py", "regions.py", "features/store.py", "readouts/__init__.py", "readouts/ridge.py",
                  "readouts/pipeline.py", "readouts/backend.py", "readouts/designs.py", "readouts/featuresets.py",
                  "readouts/torch_models.py", "readouts/ensembles.py"),
     "evaluate": ("evaluate.py", "scoring.py"),
-    "plots": ("plots.py",),
+    "summary": ("evaluate.py", "scoring.py", "report.py"),
+    "plots": ("plots.py", "brainmap.py"),
+    "report": ("report.py",),
     "submission": ("submission.py",),
 }
-
-
-class ConfigError(ValueError):
-    """The config is valid against the schema but inconsistent; the message names the key."""
 
 
 def code_version(stage: str) -> str:
@@ -77,6 +79,7 @@ class Plan:
     ensembles: dict[str, dict] = field(default_factory=dict)
     #: The readouts section: backend, threads.
     readout_settings: dict[str, Any] = field(default_factory=dict)
+    shards: int = 1  # extraction.shards: extraction jobs per backbone
 
     @property
     def scored_models(self) -> list[str]:
@@ -89,6 +92,15 @@ class Plan:
 
     def backbone_spec(self, name: str) -> str:
         return canonical(self.backbones[name])
+
+    def shard_manifests(self, backbone: str) -> list[str]:
+        """The manifests of a backbone's extraction shards, which its combined manifest needs."""
+        return [f"results/features/{backbone}.shards/{k}-of-{self.shards}.json" for k in range(self.shards)]
+
+    def weights_files(self, backbone: str) -> list[str]:
+        """A backbone's local checkpoint, if any: an input of its extraction (replacing it reruns it)."""
+        w = self.backbones[backbone]["weights"]
+        return [str(Path(w["path"]).expanduser())] if w["init"] == "checkpoint" and w.get("path") else []
 
     def model_featureset(self, model: str) -> str:
         """The id of the model's feature set (results/designs/<id>/...)."""
@@ -152,9 +164,10 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
         root, withheld = data["root"], data.get("withheld")
         if not Path(root).is_dir():
             raise ConfigError(f"data.root: {root} does not exist or is not a folder (use \"demo\" for the demo data)")
-        available = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and p.name.startswith("subj"))
-        if not available:
-            raise ConfigError(f"data.root: {root} holds no subjXX folders; is it the Algonauts data root?")
+        try:
+            available = list_subjects(root)
+        except DataError as err:
+            raise ConfigError(f"data.root: {err.problems[0].message}") from None
         if withheld and not Path(withheld).is_dir():
             raise ConfigError(f"data.withheld: {withheld} does not exist or is not a folder")
     wanted = data.get("subjects", "all")
@@ -194,17 +207,39 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
                               "use init: checkpoint with a local file")
         if w["init"] == "pretrained" and not w.get("tag"):
             raise ConfigError(f"backbones.{name}.weights: init is pretrained but tag is not set")
+        size = b.get("input_size")
+        multiple = {"sam": 16, "dinov2": 14}.get(b["kind"])
+        if size and multiple and size % multiple:
+            raise ConfigError(f"backbones.{name}.input_size: {size} is not a multiple of {multiple} ({b['kind']}'s "
+                              f"patch size); use {size // multiple * multiple or multiple}")
+    images = config.get("images") or {}
+    if images.get("source") == "hdf5":
+        if not images.get("hdf5"):
+            raise ConfigError("images.hdf5: images.source is hdf5 but no file is set; point it at NSD's "
+                              "nsd_stimuli.hdf5, or set images.source: png")
+        if not Path(images["hdf5"]).expanduser().is_file():
+            raise ConfigError(f"images.hdf5: {images['hdf5']} does not exist; point it at NSD's nsd_stimuli.hdf5, "
+                              "or set images.source: png")
+    if (config.get("plots") or {}).get("split") == "test" and not demo:
+        from .layout import WithheldPaths
+
+        lacking = [s for s in subjects if not withheld or not WithheldPaths(withheld, s).test_fmri("lh").is_file()]
+        if lacking:
+            raise ConfigError(f"plots.split: test needs the withheld test responses, which {', '.join(lacking)} "
+                              "lack (data.withheld/subjXX/lh_test_fmri.npy); use val")
     feature_sets, designs, model_plans = plan_readouts(models)
     ensembles = plan_ensembles(config.get("ensembles") or {}, models)
     sub = (config.get("submission") or {}).get("model") or next(iter(models))
     if sub not in models and sub not in ensembles:
-        names = ", ".join(list(models) + list(ensembles))
-        raise ConfigError(f"submission.model: {sub!r} is not a configured model or ensemble; configured: {names}")
+        msg = f"submission.model: {sub!r} is not a configured model{' or ensemble' if ensembles else ''}; " \
+              f"models: {', '.join(models)}"
+        raise ConfigError(msg + (f"; ensembles: {', '.join(ensembles)}" if ensembles else ""))
     return Plan(
         data_root=str(root), withheld=str(withheld) if withheld else None, demo=demo, subjects=subjects,
         regions=region_names(roi_classes), roi_classes=roi_classes, backbones=used, models=dict(models),
         submission_model=sub, warnings=warnings, feature_sets=feature_sets, designs=designs,
         model_plans=model_plans, ensembles=ensembles,
+        shards=int((config.get("extraction") or {}).get("shards", 1)),
         readout_settings={"backend": "auto", "threads": 2, **(config.get("readouts") or {})},
     )
 
@@ -264,11 +299,75 @@ def plan_ensembles(ensembles: dict[str, dict], models: dict[str, dict]) -> dict[
     return out
 
 
+#: Snakemake's --max-checksum-file-size default: it records the checksum of each input file up to
+#: this size when a job finishes, and a later run skips an input that is newer than the job's
+#: outputs but has the same checksum. Larger files and folders are judged by their time alone.
+CHECKSUM_MAX_BYTES = 1_000_000
+
+#: The fingerprint of a large data file reads this many blocks of this size, evenly spread.
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_BYTES = 16, 1 << 16
+
+
+def _data_files(plan: Plan, subject: str) -> list[Path]:
+    p = SubjectPaths(plan.data_root, subject)
+    files = [p.fmri(h) for h in ("lh", "rh")]
+    if p.roi_dir.is_dir():
+        files += sorted(f for f in p.roi_dir.iterdir() if f.suffix == ".npy")
+    return [f for f in files if f.is_file()]
+
+
 def data_inputs(plan: Plan, subject: str) -> list[str]:
-    """Files whose change must revalidate a subject of a real data root (fMRI, masks, image folders)."""
+    """The small files of a subject of a real data root (ROI masks, mappings) as Snakemake inputs.
+
+    Snakemake checksums them, so copying or touching the data root reruns nothing while a changed
+    mask reruns the subject's validation and everything after it. The large files (fMRI) and the
+    image folders enter the ``validate_data`` job through :func:`data_fingerprint` instead: as
+    inputs, a new modification time alone (a copy, ``touch``, a restore from backup) would rerun
+    the whole pipeline, extraction included.
+    """
     if plan.demo:
         return []
+    return [str(f) for f in _data_files(plan, subject) if f.stat().st_size <= CHECKSUM_MAX_BYTES]
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Size and sampled content of a (large) file: the first, the last and evenly spread blocks.
+
+    Reads at most ``FINGERPRINT_BLOCKS`` x 64 KiB, whatever the size, and never the file's time.
+    A different file of the same size (another release of the data, a re-exported array) shows;
+    an edit confined to bytes between the sampled blocks would not.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        last = max(size - FINGERPRINT_BLOCK_BYTES, 0)
+        for k in range(FINGERPRINT_BLOCKS):
+            f.seek(last * k // (FINGERPRINT_BLOCKS - 1))
+            h.update(f.read(FINGERPRINT_BLOCK_BYTES))
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(plan: Plan, subject: str) -> str:
+    """What the checksummed inputs of :func:`data_inputs` leave out, as one short hash.
+
+    The fingerprint of each file over the checksum size (fMRI) and the names of the images of both
+    splits (their sizes would cost a stat each, 0.8 s for the 80,000 images of the real data, and
+    an image replaced under its own name is not a change the challenge data makes). A
+    ``validate_data`` param: when it changes, the subject is validated again and everything after
+    it reruns; file times play no part.
+    """
+    if plan.demo:
+        return ""
     p = SubjectPaths(plan.data_root, subject)
-    files = [str(p.fmri(h)) for h in ("lh", "rh")]
-    files += [str(p.images_dir("train")), str(p.images_dir("test")), str(p.roi_dir)]
-    return [f for f in files if Path(f).exists()]
+    h = hashlib.sha256()
+    for f in _data_files(plan, subject):
+        if f.stat().st_size > CHECKSUM_MAX_BYTES:
+            h.update(f"{f.name}:{file_fingerprint(f)}\n".encode())
+    for split in ("train", "test"):
+        folder = p.images_dir(split)
+        if folder.is_dir():
+            with os.scandir(folder) as entries:
+                listing = sorted(e.name for e in entries)
+            h.update(f"{split}:{listing}\n".encode())
+    return h.hexdigest()[:16]

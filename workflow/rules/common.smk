@@ -12,7 +12,8 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from nsdflow.workflow import ConfigError, canonical, code_version, data_inputs, make_plan
+from nsdflow.config import ConfigError, check_config
+from nsdflow.workflow import canonical, code_version, data_fingerprint, data_inputs, make_plan
 
 
 # Jobs run the `nsdflow` command of the environment Snakemake runs in (a venv need not be activated);
@@ -21,6 +22,12 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 os.environ["NSDFLOW_WORKFLOW_DIR"] = str(workflow.basedir)
 ENV = "../../envs/nsdflow.yaml"
 
+# Every problem of the config at once, in words (Snakemake's validate stops at the first and dumps
+# the schema); validate then fills in the schema's defaults.
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 validate(config, "../schemas/config.schema.yaml")
 
 try:
@@ -52,7 +59,8 @@ def feature_store(backbone):
 
 
 def raw_data(wildcards):
-    """What a subject's validation depends on: the demo's manifest, or the real files."""
+    """What a subject's validation depends on: the demo's manifest, or the real data's small files
+    (the large ones enter through the data_fingerprint param: see nsdflow.workflow.data_inputs)."""
     return [DEMO_MANIFEST] if PLAN.demo else data_inputs(PLAN, wildcards.subject)
 
 
@@ -68,6 +76,29 @@ def final_outputs():
         "results/submission/submission.zip",
     ]
     outputs += expand("results/plots/roi_median_r/{subject}_{hemi}.png", subject=PLAN.subjects, hemi=HEMIS)
+    # Evaluation and report (issue 5): score tables as a page, brain maps, the checked zip, provenance.
+    outputs += ["results/scores/scores.html", "results/submission/check.txt", "results/report/provenance.html"]
+    if config["plots"]["brain_maps"]["enabled"]:
+        outputs += expand("results/plots/brain_maps/{model}/{subject}.png", model=PLAN.scored_models,
+                          subject=PLAN.subjects)
     if PLAN.ensembles:
         outputs.append("results/scores/selection.csv")  # which model won where (readouts.smk)
     return outputs
+
+
+# With a cluster executor (profiles/slurm) these run on the submitting node instead of as jobs:
+# each is seconds of work on small files, where a batch job would wait in the queue for longer.
+localrules:
+    all,
+    image_index,
+    split,
+    merge,
+    score,
+    summarize,
+    plot_roi_bars,
+    plot_models,
+    plot_brain_map,
+    provenance,
+    submission,
+    ensemble,
+    selection,

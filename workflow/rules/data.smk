@@ -30,6 +30,8 @@ rule validate_data:
         root=PLAN.data_root,
         classes=" ".join(PLAN.roi_classes),
         finite="" if config["data"]["check_finite"] else "--no-finite-check",
+        images="" if config["data"]["check_images"] else "--no-image-check",
+        data=lambda wc: data_fingerprint(PLAN, wc.subject),  # fMRI and image listing: content, not times
         code=code_version("data"),
     conda:
         ENV
@@ -37,4 +39,4 @@ rule validate_data:
         "logs/validate_data/{subject}.log",
     shell:
         "nsdflow validate-data {params.root:q} --subject {wildcards.subject} --roi-classes {params.classes}"
-        " {params.finite} --json {output} > {log} 2>&1"
+        " {params.finite} {params.images} --json {output} > {log} 2>&1"

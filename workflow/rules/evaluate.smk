@@ -32,20 +32,40 @@ rule summarize:
             hemi=HEMIS,
         ),
     output:
-        summary=report(
-            "results/scores/summary.csv",
-            caption="../report/summary.rst",
+        scores_html=report(
+            "results/scores/scores.html",
+            caption="../report/scores.rst",
             category="3. Scores",
-            labels={"table": "summary per subject, hemisphere and ROI"},
+            labels={"table": "1. the leaderboard's three aggregations"},
         ),
-        summary_pq="results/scores/summary.parquet",
         leaderboard=report(
             "results/scores/leaderboard.csv",
             caption="../report/leaderboard.rst",
             category="3. Scores",
-            labels={"table": "leaderboard"},
+            labels={"table": "2. leaderboard (CSV)"},
         ),
+        by_subject_hemi=report(
+            "results/scores/by_subject_hemi.csv",
+            caption="../report/by_subject_hemi.rst",
+            category="3. Scores",
+            labels={"table": "3. per subject and hemisphere (CSV)"},
+        ),
+        by_roi=report(
+            "results/scores/by_roi.csv",
+            caption="../report/by_roi.rst",
+            category="3. Scores",
+            labels={"table": "4. per ROI, subjects pooled (CSV)"},
+        ),
+        summary=report(
+            "results/scores/summary.csv",
+            caption="../report/summary.rst",
+            category="3. Scores",
+            labels={"table": "5. summary per subject, hemisphere and ROI (CSV)"},
+        ),
+        summary_pq="results/scores/summary.parquet",
         leaderboard_pq="results/scores/leaderboard.parquet",
+        by_subject_hemi_pq="results/scores/by_subject_hemi.parquet",
+        by_roi_pq="results/scores/by_roi.parquet",
         scores="results/scores/scores.json",
     params:
         vertices=" ".join(
@@ -55,7 +75,7 @@ rule summarize:
             for h in HEMIS
         ),
         classes=canonical(PLAN.roi_classes),
-        code=code_version("evaluate"),
+        code=code_version("summary"),
     conda:
         ENV
     log:
@@ -78,6 +98,7 @@ rule plot_roi_bars:
         ),
         svg="results/plots/roi_median_r/{subject}_{hemi}.svg",
     params:
+        split=config["plots"]["split"],
         code=code_version("plots"),
     conda:
         ENV
@@ -85,7 +106,7 @@ rule plot_roi_bars:
         "logs/plots/roi_median_r_{subject}_{hemi}.log",
     shell:
         "nsdflow plot roi-bars --summary {input} --subject {wildcards.subject} --hemi {wildcards.hemi}"
-        " --out {output.png} > {log} 2>&1"
+        " --split {params.split} --out {output.png} > {log} 2>&1"
 
 
 rule plot_models:
@@ -96,15 +117,54 @@ rule plot_models:
             "results/plots/model_comparison.png",
             caption="../report/model_comparison.rst",
             category="4. Figures",
-            subcategory="models",
-            labels={"figure": "model comparison"},
+            subcategory="model comparison",
+            labels={"figure": "models across regions"},
         ),
         svg="results/plots/model_comparison.svg",
     params:
+        split=config["plots"]["split"],
         code=code_version("plots"),
     conda:
         ENV
     log:
         "logs/plots/model_comparison.log",
     shell:
-        "nsdflow plot models --summary {input} --out {output.png} > {log} 2>&1"
+        "nsdflow plot models --summary {input} --split {params.split} --out {output.png} > {log} 2>&1"
+
+
+rule plot_brain_map:
+    input:
+        lh="results/scores/vertices/{model}/{subject}_lh.parquet",
+        rh="results/scores/vertices/{model}/{subject}_rh.parquet",
+        summary="results/data/{subject}.json",
+        scores="results/scores/scores.json",
+    output:
+        png=report(
+            "results/plots/brain_maps/{model}/{subject}.png",
+            caption="../report/brain_map.rst",
+            category="4. Figures",
+            subcategory="brain maps",
+            labels={"model": "{model}", "subject": "{subject}"},
+        ),
+        svg="results/plots/brain_maps/{model}/{subject}.svg",
+    params:
+        root=PLAN.data_root,
+        column=f"r_{config['plots']['split']}",
+        vmax=(
+            f"--vmax {config['plots']['brain_maps']['vmax']}"
+            if config["plots"]["brain_maps"]["vmax"] is not None
+            else ""
+        ),
+        cmap=config["plots"]["brain_maps"]["cmap"],
+        mesh=config["plots"]["brain_maps"]["mesh"],
+        outline=canonical(config["plots"]["brain_maps"]["outline"]),
+        code=code_version("plots"),
+    conda:
+        ENV
+    log:
+        "logs/plots/brain_maps/{model}/{subject}.log",
+    shell:
+        "nsdflow plot brain-map --vertices lh={input.lh} rh={input.rh} --data {params.root:q}"
+        " --subject {wildcards.subject} --model {wildcards.model} --column {params.column} {params.vmax}"
+        " --scores {input.scores} --cmap {params.cmap} --mesh {params.mesh} --outline {params.outline:q}"
+        " --out {output.png} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Backbones: CLIP (open_clip_torch), the Segment Anything image encoder, AlexNet (torchvision).
+"""Backbones: CLIP (open_clip_torch), the Segment Anything image encoder, AlexNet (torchvision), DINOv2 (timm).
 
 Each backbone is a class in :data:`BACKBONES` that builds its network from an explicit weights
 spec (``init: random`` with a seed, ``init: checkpoint`` with a local path, or ``init: pretrained``
@@ -6,9 +6,14 @@ with an open_clip tag resolved offline from a local cache), preprocesses uint8 i
 device, and returns the outputs of the requested layers from one forward pass, each in one of
 three layouts that :mod:`nsdflow.features.pooling` understands:
 
-* ``tokens``: (B, L, D) with a class token first (ViT blocks);
+* ``tokens``: (B, L, D) with ``prefix`` non-patch tokens first (the class token, DINOv2's
+  registers), then the patch tokens (ViT blocks);
 * ``map``: (B, C, H, W) (convolutions, SAM blocks and neck);
 * ``vector``: (B, D) (embeddings, linear layers).
+
+Only the part of the network the requested layers need runs: once every hooked layer has its
+output and the final output is not requested, the forward pass stops (AlexNet's features.2
+costs a fraction of the whole network, CLIP's blocks.6 half of it).
 
 Nothing downloads: a missing checkpoint is an error, never a silent random initialisation.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,7 @@ class BackboneError(ValueError):
 class LayerOutput:
     tensor: torch.Tensor
     layout: str  # "tokens" | "map" | "vector"
+    prefix: int = 1  # tokens: how many non-patch tokens come first (class token, registers)
 
 
 def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
@@ -83,6 +91,9 @@ class Backbone:
             raise BackboneError(f"backbone {name!r}: weights.init must be random, checkpoint or pretrained, got {init!r}")
         self.model: torch.nn.Module = self._build()
         self.model.eval().requires_grad_(False)
+        for module in self.model.modules():  # a hooked output must not be overwritten by a later in-place op
+            if getattr(module, "inplace", None) is True:
+                module.inplace = False
         self.mean = torch.tensor(self._mean_std()[0]).view(1, 3, 1, 1)
         self.std = torch.tensor(self._mean_std()[1]).view(1, 3, 1, 1)
         self._check_layers(list(spec.get("layers", {})))
@@ -138,19 +149,42 @@ class Backbone:
                               align_corners=False).clamp_(0.0, 1.0)
         return (x - self.mean) / self.std
 
+    def forward_layers(self, x: torch.Tensor, layers: list[str]) -> dict[str, LayerOutput]:
+        """The requested layers' outputs for preprocessed images ``x`` (one forward pass)."""
+        return self._forward(x, layers)
+
     def __call__(self, pixels: torch.Tensor, layers: list[str]) -> dict[str, LayerOutput]:
-        return self._forward(self.preprocess(pixels), layers)
+        """Preprocess uint8 images (B, H, W, 3) and return the requested layers' outputs."""
+        return self.forward_layers(self.preprocess(pixels), layers)
 
 
-def _hooked(model: torch.nn.Module, names: list[str], run) -> dict[str, Any]:
-    """Run ``run()`` with forward hooks that capture the outputs of the named submodules."""
+class _Captured(Exception):
+    """Raised by a hook once every requested output is captured: the rest of the pass is skipped."""
+
+
+def _hooked(model: torch.nn.Module, names: list[str], run, need_result: bool = True) -> dict[str, Any]:
+    """Run ``run()`` with forward hooks that capture the outputs of the named submodules.
+
+    With ``need_result`` False the pass stops as soon as every named output is captured, and
+    ``outputs["__result__"]`` is None.
+    """
     outputs: dict[str, Any] = {}
     handles = []
+    wanted = set(names)
+
+    def hook(_module, _inputs, out, name):
+        outputs[name] = out
+        if not need_result and wanted.issubset(outputs):
+            raise _Captured
+
     for name in names:
         module = model.get_submodule(name)
-        handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out)))
+        handles.append(module.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)))
+    result = None
     try:
         result = run()
+    except _Captured:
+        pass
     finally:
         for h in handles:
             h.remove()
@@ -245,7 +279,7 @@ class ClipBackbone(Backbone):
 
     def _forward(self, x, layers):
         hooked = [self._module_name(layer) for layer in layers if layer != "image"]
-        out = _hooked(self.model, hooked, lambda: self.model(x))
+        out = _hooked(self.model, hooked, lambda: self.model(x), need_result="image" in layers)
         result = {}
         for layer in layers:
             if layer == "image":
@@ -294,9 +328,7 @@ class AlexNetBackbone(Backbone):
         return [n for n, _ in self.model.named_modules() if n and n not in ("features", "classifier")]
 
     def _forward(self, x, layers):
-        convolutional_only = all(layer.startswith("features.") for layer in layers)
-        run = (lambda: self.model.features(x)) if convolutional_only else (lambda: self.model(x))
-        out = _hooked(self.model, layers, run)
+        out = _hooked(self.model, layers, lambda: self.model(x), need_result=False)
         return {layer: LayerOutput(out[layer], "map" if out[layer].ndim == 4 else "vector") for layer in layers}
 
 
@@ -351,6 +383,8 @@ class SamBackbone(Backbone):
                 encoder.load_state_dict(state)
             except RuntimeError as err:
                 raise BackboneError(f"backbone {self.name!r}: {path} does not hold SAM {variant} weights ({str(err)[:300]})") from err
+        for block in encoder.blocks:  # the same attention through a fused kernel (see _sam_attention_sdpa)
+            block.attn.forward = types.MethodType(_sam_attention_sdpa, block.attn)
         return encoder
 
     def _mean_std(self):
@@ -362,7 +396,7 @@ class SamBackbone(Backbone):
         return ["neck"] + [f"blocks.{i}" for i in range(len(self.model.blocks))]
 
     def _forward(self, x, layers):
-        out = _hooked(self.model, layers, lambda: self.model(x))
+        out = _hooked(self.model, layers, lambda: self.model(x), need_result=False)
         result = {}
         for layer in layers:
             t = out[layer]
@@ -370,6 +404,117 @@ class SamBackbone(Backbone):
                 t = t.permute(0, 3, 1, 2)  # SAM blocks are channels-last (B, H, W, C)
             result[layer] = LayerOutput(t, "map")
         return result
+
+
+# ============================================================================ DINOv2
+
+
+_DINOV2_CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
+
+
+def convert_dinov2_state(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A DINOv2 state dict in timm's layout for ``model`` (a timm ``*_dinov2`` VisionTransformer).
+
+    Accepts timm's own layout and the official facebookresearch one
+    (``dinov2_vitb14_pretrain.pth``: ``mask_token``, position embeddings for 518 px, optionally
+    chunked blocks ``blocks.<chunk>.<i>.``, registers); the position embeddings are resampled
+    to the model's input size.
+    """
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+    if any(_DINOV2_CHUNKED.match(k) for k in state):
+        state = {_DINOV2_CHUNKED.sub(r"blocks.\1.", k): v for k, v in state.items()}
+    state = checkpoint_filter_fn(dict(state), model)
+    if not hasattr(model, "head") or isinstance(model.head, torch.nn.Identity):
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    return state
+
+
+class DinoV2Backbone(Backbone):
+    """DINOv2 through timm (``vit_base_patch14_dinov2`` by default; any timm ``*_dinov2`` model).
+
+    Layers: ``image`` (the class token after the final norm: DINOv2's image embedding),
+    ``norm`` (every token after the final norm), ``blocks.N`` (tokens), or any submodule name.
+    Weights: ``init: checkpoint`` with a local file in timm's layout or the official
+    ``dinov2_vitb14_pretrain.pth`` one (see :func:`convert_dinov2_state`), or ``init: random``.
+    ``input_size`` must be a multiple of the patch size, 14 (default 224: 16 x 16 patches).
+    """
+
+    kind = "dinov2"
+    default_input_size = 224
+
+    def _build(self):
+        import timm
+
+        name = self.spec.get("model") or "vit_base_patch14_dinov2"
+        known = timm.list_models("*dinov2*")
+        if name not in known:
+            raise BackboneError(f"backbone {self.name!r}: timm has no DINOv2 model {name!r}; known: {', '.join(known)}")
+        if self.input_size % 14:
+            raise BackboneError(f"backbone {self.name!r}: DINOv2 input_size must be a multiple of 14 (its patch "
+                                f"size), got {self.input_size}")
+        if self.weights["init"] == "pretrained":
+            raise BackboneError(f"backbone {self.name!r}: DINOv2 takes weights.init random or checkpoint "
+                                "(dinov2_vitb14_pretrain.pth or a timm state dict, as a local file)")
+        self._seed()
+        model = timm.create_model(name, pretrained=False, img_size=self.input_size, num_classes=0)
+        if self.weights["init"] == "checkpoint":
+            path = _check_checkpoint(self.weights.get("path"), self.name)
+            try:
+                model.load_state_dict(convert_dinov2_state(_load_state_dict(path), model))
+            except (RuntimeError, KeyError, ValueError) as err:
+                raise BackboneError(f"backbone {self.name!r}: {path} does not hold {name} weights "
+                                    f"({str(err)[:300]})") from err
+        return model
+
+    def _mean_std(self):
+        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def available_layers(self):
+        names = ["image", "norm"] + [f"blocks.{i}" for i in range(len(self.model.blocks))]
+        return names + [n for n, _ in self.model.named_modules() if n and n not in names]
+
+    def _forward(self, x, layers):
+        hooked = [layer for layer in layers if layer != "image"]
+        out = _hooked(self.model, hooked, lambda: self.model(x), need_result="image" in layers)
+        prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+        result = {}
+        for layer in layers:
+            t = out["__result__"] if layer == "image" else out[layer]
+            t = t[0] if isinstance(t, tuple) else t
+            if t.ndim == 3:
+                result[layer] = LayerOutput(t, "tokens", prefix)
+            elif t.ndim == 4:
+                result[layer] = LayerOutput(t, "map")
+            else:
+                result[layer] = LayerOutput(t.flatten(1), "vector")
+        return result
+
+
+def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
+    """segment-anything's ``Attention.forward``, with ``F.scaled_dot_product_attention``.
+
+    The same arithmetic (softmax(q k^T * scale + relative-position bias) v), but the attention
+    matrix is never materialised in float32 and softmaxed separately: at 1024 px a global block
+    attends over 4,096 tokens, and the original (4096 x 4096 per head and image, float32 under
+    autocast) dominates SAM's memory and much of its time on a GPU.
+    """
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    B, H, W, _ = x.shape
+    qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # (B, heads, H*W, head_dim)
+    bias = None
+    if self.use_rel_pos:
+        c = q.shape[-1]
+        r_q = q.reshape(B * self.num_heads, H, W, c)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(H, H, self.rel_pos_h).to(q.dtype))
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(W, W, self.rel_pos_w).to(q.dtype))
+        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(B, self.num_heads, H * W, H * W)
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+    x = x.view(B, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
+    return self.proj(x)
 
 
 def _resize_sam_state(state: dict[str, torch.Tensor], encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -392,6 +537,7 @@ BACKBONES: dict[str, type[Backbone]] = {
     "clip": ClipBackbone,
     "alexnet": AlexNetBackbone,
     "sam": SamBackbone,
+    "dinov2": DinoV2Backbone,
 }
 
 

@@ -1,7 +1,8 @@
 """Pooling of a layer's output to one feature vector per image, on the device.
 
 ==========  =====================================================  ========================
-pool        tokens (B, L, D), class token first                    map (B, C, H, W)
+pool        tokens (B, L, D), ``prefix`` class/register tokens     map (B, C, H, W)
+            first
 ==========  =====================================================  ========================
 ``cls``     the class token (B, D)                                 (not defined)
 ``mean``    mean over the patch tokens (B, D)                      global average (B, C)
@@ -10,6 +11,8 @@ pool        tokens (B, L, D), class token first                    map (B, C, H,
 ==========  =====================================================  ========================
 
 A ``vector`` output (B, D) takes ``full`` (or ``mean``, which leaves it as it is).
+Pooling runs on the device before anything is copied to the host: SAM's 256 x 64 x 64 neck,
+2 MB per image in float16, leaves the GPU as 256 x K x K.
 """
 
 from __future__ import annotations
@@ -32,9 +35,14 @@ def check_pool(pool: str) -> None:
         raise PoolingError(f"unknown pooling {pool!r}: use cls, mean, full or avgK (e.g. avg2)")
 
 
-def pool_output(t: torch.Tensor, layout: str, pool: str) -> torch.Tensor:
-    """Pool one layer's output (see the module's table); returns (B, D) float."""
+def pool_output(t: torch.Tensor, layout: str, pool: str, prefix: int = 1) -> torch.Tensor:
+    """Pool one layer's output (see the module's table); returns (B, D).
+
+    ``prefix`` (tokens only): the number of non-patch tokens before the patch tokens; ``cls``
+    takes the first of them, ``mean`` and ``avgK`` use the patch tokens only.
+    """
     check_pool(pool)
+    t = t.float()  # pool in float32 whatever the autocast dtype
     if layout == "vector":
         if pool not in ("full", "mean"):
             raise PoolingError(f"pooling {pool!r} needs a spatial layer; this layer gives a vector: use full")
@@ -44,13 +52,13 @@ def pool_output(t: torch.Tensor, layout: str, pool: str) -> torch.Tensor:
             return t[:, 0]
         if pool == "full":
             return t.flatten(1)
-        patches = t[:, 1:]
+        patches = t[:, prefix:]
         if pool == "mean":
             return patches.mean(dim=1)
-        side = int(round(math.sqrt(patches.shape[1])))
-        if side * side != patches.shape[1]:  # e.g. extra register tokens: keep the last side**2
-            side = int(math.isqrt(patches.shape[1]))
-            patches = patches[:, -side * side :]
+        side = int(math.isqrt(patches.shape[1]))
+        if side * side != patches.shape[1]:
+            raise PoolingError(f"pooling {pool!r}: {patches.shape[1]} patch tokens (after {prefix} prefix tokens) do "
+                               "not form a square grid; use cls, mean or full for this layer")
         t = patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], side, side)
         layout = "map"
     if layout == "map":

@@ -7,22 +7,31 @@ from pathlib import Path
 import numpy as np
 
 from ..images import lookup_rows
+from .chunks import missing_chunks
 
 
 class FeatureStore:
-    """Read a finished feature store: ``FeatureStore(path).read(layer, nsd_ids)``."""
+    """Read a finished feature store: ``FeatureStore(path).read(layer, nsd_ids)``.
 
-    def __init__(self, store: str | Path):
+    A store with a chunk not marked done is refused (it is being written, or its extraction
+    was killed): no partial chunk is ever read. ``require_complete=False`` opens it anyway, for
+    inspection; :meth:`read` still refuses rows that are not written (they read as NaN).
+    """
+
+    def __init__(self, store: str | Path, require_complete: bool = True):
         import zarr
 
         self.store = Path(store)
+        if not (self.store / "zarr.json").is_file():
+            raise FileNotFoundError(f"{self.store} is not a feature store (deleted?); rerun its extraction: "
+                                    "snakemake --forcerun extract")
         self.group = zarr.open_group(self.store, mode="r")
         self.spec = dict(self.group.attrs["nsdflow_spec"])
         self.nsd_ids = self.group["nsd_ids"][:]
-        n_chunks = -(-len(self.nsd_ids) // self.spec["chunk"])
-        missing = [c for c in range(n_chunks) if not (self.store / "done" / str(c)).exists()]
-        if missing:
-            raise RuntimeError(f"{self.store} is incomplete ({len(missing)} of {n_chunks} chunks not written); "
+        self.missing = missing_chunks(self.store, len(self.nsd_ids), self.spec["chunk"])
+        if self.missing and require_complete:
+            n = -(-len(self.nsd_ids) // self.spec["chunk"])
+            raise RuntimeError(f"{self.store} is incomplete ({len(self.missing)} of {n} chunks not written); "
                                "rerun its extract rule")
 
     @property
