@@ -1,15 +1,15 @@
 """Benchmark: the whole readout stage of a full-size synthetic configuration, through Snakemake.
 
 Builds (untimed) a data root at the real Algonauts 2023 counts (8 subjects, 8,779-9,841
-training images, 18,978-20,544 vertices per hemisphere, random float32 fMRI, empty image files),
+training images, 18,978-20,544 vertices per hemisphere, random float32 fMRI, 2 x 2 PNGs),
 ROI masks giving about 32 regions per hemisphere (the six classes, sizes like NSD's, scattered
 over the hemisphere), the validated summaries, and one pre-made feature store (512 features per
 image, float16, as extraction would write it: no extraction runs). Then times
 
-    snakemake --cores N --allowed-rules split regions design fit merge <merged predictions>
+    snakemake --cores N --allowed-rules split regions targets design fit merge <merged predictions>
 
-i.e. per subject the split and the shared ridge design, per hemisphere the regions, one fit job
-per subject x hemisphere x region (about 500) and the merges. Run from the repository root::
+i.e. per subject the split and the shared ridge design, per hemisphere the regions and the
+per-region fMRI files, one fit job per subject x hemisphere x region (about 500) and the merges. Run from the repository root::
 
     python bench/readout_stage.py                      # full size (needs ~14 GB of disk)
     python bench/readout_stage.py --subjects 2         # smaller
@@ -46,8 +46,22 @@ CLASS_SHARE = {"prf-visualrois": 0.28, "floc-bodies": 0.05, "floc-faces": 0.04, 
                "floc-words": 0.04, "streams": 0.45}
 
 
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def write_root(root: Path, subjects: list[str], seed: int = 0) -> dict[str, dict]:
-    """The Algonauts layout at real counts; returns {subject: {"train": ids, "test": ids}}."""
+    """The Algonauts layout at real counts; returns {subject: {"train": ids, "test": ids}}.
+
+    Images are one 2 x 2 PNG written under every name (validation opens them; nothing reads
+    pixels, as the features are made up)."""
+    png = _tiny_png()
     rng = np.random.default_rng(seed)
     shared = rng.choice(73_000, 1000, replace=False)
     ids = {}
@@ -61,10 +75,11 @@ def write_root(root: Path, subjects: list[str], seed: int = 0) -> dict[str, dict
             folder = p.images_dir(split)
             folder.mkdir(parents=True, exist_ok=True)
             for k, nsd in enumerate(ids[subject][split], start=1):
-                (folder / format_image_name(split, k, int(nsd))).touch()
+                (folder / format_image_name(split, k, int(nsd))).write_bytes(png)
         p.roi_dir.mkdir(parents=True, exist_ok=True)
         for hemi in HEMISPHERES:
             v = c[hemi]
+            p.fmri(hemi).parent.mkdir(parents=True, exist_ok=True)
             fmri = np.lib.format.open_memmap(p.fmri(hemi), mode="w+", dtype=np.float32, shape=(c["train"], v))
             for i in range(0, c["train"], 1024):
                 fmri[i:i + 1024] = rng.standard_normal((min(1024, c["train"] - i), v), dtype=np.float32)
@@ -138,7 +153,7 @@ def main() -> None:
               flush=True)
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
                "--configfile", str(work / "config.yaml"), "--cores", str(a.cores), "--scheduler", "greedy",
-               "--allowed-rules", "split", "regions", "design", "fit", "merge", "--", *targets]
+               "--allowed-rules", "split", "regions", "targets", "design", "fit", "merge", "--", *targets]
         env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                    PYTHONPATH=str(REPO / "src"))
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from nsdflow.io import save_npz
 from nsdflow.readouts import READOUTS, describe_params, get_readout
 from nsdflow.readouts.designs import build_design, design_name, open_npz
 from nsdflow.readouts.featuresets import batch_bounds, featureset_id, featureset_spec, fit_pca, load_folds
-from nsdflow.readouts.pipeline import fit_unit, read_columns
+from nsdflow.readouts.pipeline import fit_unit, read_columns, split_targets
 from nsdflow.readouts.synthetic import write_feature_store
 from nsdflow.workflow import ConfigError, make_plan
 
@@ -256,12 +256,19 @@ def test_fit_job_on_a_hemisphere_equals_its_region_jobs(tmp_path, small_root):
     fit_unit(spec["readout"], spec["params"], *args, "hemisphere", tmp_path / "all.npz")
     whole = open_npz(tmp_path / "all.npz")
     assert whole["val_pred"].shape == (5, 60) and whole["test_pred"].shape == (5, 60)
+    names = ["OPA", "PPA", "RSC", "absent", "unassigned"]
+    counts = split_targets(small_root, "subj01", "lh", tmp_path / "regions.npz", names, tmp_path / "targets")
+    assert counts["absent"] == 0 and sum(counts.values()) == 60
     for region in table["region"].unique():
         fit_unit(spec["readout"], spec["params"], *args, region, tmp_path / f"{region}.npz")
         part = open_npz(tmp_path / f"{region}.npz")
         cols = np.searchsorted(whole["vertices"], part["vertices"])
         np.testing.assert_allclose(part["val_pred"], whole["val_pred"][:, cols], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(part["val.alpha"], whole["val.alpha"][cols])
+        # the same from the region's own fMRI file, as the per-region fit jobs read it
+        fit_unit(spec["readout"], spec["params"], *args, region, tmp_path / f"{region}-t.npz",
+                 targets=tmp_path / "targets" / f"{region}.npy")
+        np.testing.assert_array_equal(open_npz(tmp_path / f"{region}-t.npz")["test_pred"], part["test_pred"])
 
 
 def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):

@@ -178,3 +178,18 @@ def test_gcv_is_unmoved_by_a_large_offset_of_the_targets():
     far, a_far = fit_predict(dec.U, dec.s, P, Y + 1e4, ALPHAS, "gcv")
     np.testing.assert_array_equal(a_far, a_near)
     np.testing.assert_allclose(far - 1e4, near, atol=2e-3 * np.abs(near).max())
+
+
+@pytest.mark.parametrize("cv", ["gcv", "loo"])
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_fitting_on_rows_of_the_targets_equals_fitting_on_their_copy(cv, offset):
+    """Fit jobs pass a fold's rows instead of copying them (gcv reads them in place)."""
+    X, Y, Xt = _data(120, 15, 12, seed=6)
+    rows = np.sort(np.random.default_rng(0).choice(120, 90, replace=False))
+    Y = Y + offset
+    dec = decompose(X[rows] - X[rows].mean(0))
+    P = (Xt - X[rows].mean(0)) @ dec.V
+    copied, a_copied = fit_predict(dec.U, dec.s, P, Y[rows], ALPHAS, cv)
+    in_place, a_in_place = fit_predict(dec.U, dec.s, P, Y, ALPHAS, cv, rows=rows)
+    np.testing.assert_array_equal(a_in_place, a_copied)
+    np.testing.assert_allclose(in_place, copied, rtol=1e-5, atol=1e-4 * np.abs(copied).max())

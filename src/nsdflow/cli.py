@@ -156,7 +156,15 @@ def cmd_fit(a):
     from .readouts.pipeline import fit_unit
 
     fit_unit(a.spec["readout"], a.spec.get("params", {}), a.design, a.data, a.subject, a.hemi, a.regions, a.region,
-             a.out, backend=a.backend)
+             a.out, backend=a.backend, targets=a.targets)
+
+
+def cmd_targets(a):
+    from .readouts.pipeline import split_targets
+
+    counts = split_targets(a.data, a.subject, a.hemi, a.regions, a.region_names, a.outdir)
+    print(f"{a.subject} {a.hemi}: {sum(counts.values())} vertices in {sum(1 for c in counts.values() if c)} regions "
+          f"-> {a.outdir}")
 
 
 def cmd_ensemble(a):
@@ -471,9 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hemi", required=True, choices=["lh", "rh"])
     s.add_argument("--regions", required=True)
     s.add_argument("--region", required=True, help="a region name, or hemisphere for all regions")
+    s.add_argument("--targets", default=None, help="the region's fMRI from `nsdflow targets` (default: read the data)")
     s.add_argument("--backend", default="numpy", help="auto, numpy, torch or torch_cuda")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
+
+    s = add("targets", cmd_targets, "write each region's training fMRI as its own .npy (for per-region fit jobs)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--subject", required=True)
+    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
+    s.add_argument("--regions", required=True)
+    s.add_argument("--region-names", type=_json_arg, required=True, help="every region of the plan, as JSON")
+    s.add_argument("--outdir", required=True)
 
     s = add("ensemble", cmd_ensemble, "combine models per region (best, mean or weighted on the validation split)")
     s.add_argument("--name", required=True)

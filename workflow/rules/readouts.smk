@@ -60,6 +60,34 @@ rule regions:
         " --classes {params.classes:q} --out {output} > {log} 2>&1"
 
 
+rule targets:
+    input:
+        regions="results/regions/{subject}_{hemi}.npz",
+        summary="results/data/{subject}.json",
+    output:
+        # Each region's training fMRI, read once per hemisphere for the per-region fit jobs;
+        # removed once every fit that reads them is done (recreated in a second if needed again).
+        temp(expand("results/targets/{{subject}}_{{hemi}}/{region}.npy", region=PLAN.regions)),
+    params:
+        root=PLAN.data_root,
+        names=canonical(PLAN.regions),
+        code=code_version("readouts"),
+    conda:
+        ENV
+    log:
+        "logs/targets/{subject}_{hemi}.log",
+    shell:
+        "nsdflow targets --data {params.root:q} --subject {wildcards.subject} --hemi {wildcards.hemi}"
+        " --regions {input.regions} --region-names {params.names:q} --outdir results/targets/{wildcards.subject}_{wildcards.hemi}"
+        " > {log} 2>&1"
+
+
+def fit_targets(wildcards):
+    if PLAN.model_plans[wildcards.model]["fit_jobs"] != "region":
+        return []
+    return f"results/targets/{wildcards.subject}_{wildcards.hemi}/{wildcards.region}.npy"
+
+
 rule pca:
     input:
         summary="results/data/{subject}.json",
@@ -120,6 +148,7 @@ rule fit:
         design=lambda wc: design_path(wc.model, wc.subject),
         regions="results/regions/{subject}_{hemi}.npz",
         summary="results/data/{subject}.json",
+        targets=fit_targets,
     output:
         "results/readouts/{model}/{subject}/{hemi}/{region}.npz",
     wildcard_constraints:
@@ -127,6 +156,7 @@ rule fit:
     params:
         spec=lambda wc: PLAN.fit_spec(wc.model),
         root=PLAN.data_root,
+        targets=lambda wc, input: f"--targets {input.targets}" if input.targets else "",
         backend=lambda wc: PLAN.fit_backend(wc.model),
         code=code_version("readouts"),
     threads: lambda wc: PLAN.fit_threads(wc.model)
@@ -137,7 +167,7 @@ rule fit:
     shell:
         "nsdflow fit --spec {params.spec:q} --design {input.design} --data {params.root:q}"
         " --subject {wildcards.subject} --hemi {wildcards.hemi} --regions {input.regions}"
-        " --region {wildcards.region} --backend {params.backend} --out {output} > {log} 2>&1"
+        " --region {wildcards.region} {params.targets} --backend {params.backend} --out {output} > {log} 2>&1"
 
 
 rule merge:

@@ -90,7 +90,8 @@ class Readout(Protocol):
     def design_params(self, params: dict[str, Any]) -> dict[str, Any]: ...
 
     def fit_predict(self, prepared: dict[str, np.ndarray], Y_fit: np.ndarray, params: dict[str, Any],
-                    xp) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
+                    xp, rows=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``rows``: the rows of ``Y_fit`` the design's fit rows are (default: all of them)."""
 
 
 class _Base:
@@ -137,13 +138,13 @@ class RidgeReadout(_Base):
         return {"decomposition": params["decomposition"],
                 "n_folds": params["n_folds"] if params["cv"] == "kfold" else None}
 
-    def fit_predict(self, prepared, Y_fit, params, xp=None):
+    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None):
         folds = None
         if params["cv"] == "kfold":
             folds = [(prepared[f"kfold{i}.rows"], prepared[f"kfold{i}.U"], prepared[f"kfold{i}.s"],
                       prepared[f"kfold{i}.P"]) for i in range(int(prepared["n_folds"]))]
         pred, alphas = ridge.fit_predict(prepared["U"], prepared["s"], prepared["P"], Y_fit, params["alphas"],
-                                         params["cv"], folds, xp)
+                                         params["cv"], folds, xp, rows=rows)
         return pred, {"alpha": alphas}
 
 
@@ -163,8 +164,9 @@ class PcaLinearReadout(_Base):
     separable = True
     params: dict[str, Param] = {}
 
-    def fit_predict(self, prepared, Y_fit, params, xp=None):
-        pred, _ = ridge.fit_predict(prepared["U"], prepared["s"], prepared["P"], Y_fit, [0.0], "gcv", None, xp)
+    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None):
+        pred, _ = ridge.fit_predict(prepared["U"], prepared["s"], prepared["P"], Y_fit, [0.0], "gcv", None, xp,
+                                    rows=rows)
         return pred, {}
 
 
@@ -193,9 +195,10 @@ class TorchLinearReadout(_Base):
         **_TRAINING,
     }
 
-    def fit_predict(self, prepared, Y_fit, params, xp=None):
+    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None):
         from .torch_models import fit_predict_torch
 
+        Y_fit = Y_fit if rows is None else np.take(Y_fit, rows, axis=0)
         return fit_predict_torch("linear", prepared["X_fit"], Y_fit, prepared["X_pred"], params, _device(xp))
 
 
@@ -222,9 +225,10 @@ class MlpReadout(_Base):
         **_TRAINING,
     }
 
-    def fit_predict(self, prepared, Y_fit, params, xp=None):
+    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None):
         from .torch_models import fit_predict_torch
 
+        Y_fit = Y_fit if rows is None else np.take(Y_fit, rows, axis=0)
         return fit_predict_torch("mlp", prepared["X_fit"], Y_fit, prepared["X_pred"], params, _device(xp))
 
 

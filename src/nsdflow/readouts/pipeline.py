@@ -42,6 +42,35 @@ def read_columns(arr: np.ndarray, cols: np.ndarray, block_rows: int = 256) -> np
     return out
 
 
+def split_targets(data_root, subject: str, hemi: str, regions_path, regions: list[str], outdir,
+                  block_rows: int = 256) -> dict[str, int]:
+    """Write each region's training fMRI as its own ``<outdir>/<region>.npy`` (images x vertices).
+
+    A region's vertices are scattered over the hemisphere, so a fit job reading its columns from
+    the fMRI would touch every page of it (750 MB at real size); reading the hemisphere once here
+    lets each of the ~30 region jobs per model read only its own few megabytes. Regions absent
+    from this hemisphere get an (images x 0) array. Returns ``{region: n_vertices}``.
+    """
+    from ..data import load_fmri
+    from ..io import save_npy
+
+    labels = np.asarray(load_region_labels(regions_path)).astype(str)
+    fmri = load_fmri(data_root, subject, hemi)
+    if fmri.shape[1] != labels.size:
+        raise ValueError(f"{regions_path}: {labels.size} vertices, but the {subject} {hemi} fMRI has {fmri.shape[1]}; "
+                         "rerun the regions rule")
+    cols = {r: np.flatnonzero(labels == r) for r in regions}
+    out = {r: np.empty((fmri.shape[0], c.size), dtype=np.float32) for r, c in cols.items()}
+    for i in range(0, fmri.shape[0], block_rows):
+        block = np.asarray(fmri[i:i + block_rows], dtype=np.float32)
+        for r, c in cols.items():
+            np.take(block, c, axis=1, out=out[r][i:i + block_rows])
+    for r, arr in out.items():
+        save_npy(Path(outdir) / f"{r}.npy", arr)
+    log.info("%s %s: training fMRI of %d regions written to %s", subject, hemi, len(regions), outdir)
+    return {r: int(c.size) for r, c in cols.items()}
+
+
 # ----------------------------------------------------------------------------- cached steps
 
 
@@ -107,9 +136,13 @@ def fit_unit(
     unit: str,
     out,
     backend: str = "numpy",
+    targets=None,
 ) -> dict[str, Any]:
     """Fit one region (``unit`` = its name), or every region of the hemisphere (``unit`` =
-    ``hemisphere``), for both folds; write predictions, vertices and per-vertex info (npz)."""
+    ``hemisphere``), for both folds; write predictions, vertices and per-vertex info (npz).
+
+    ``targets``: the region's fMRI as :func:`split_targets` wrote it; without it the region's
+    columns are read from the data root's fMRI."""
     from ..data import load_fmri
 
     t0 = time.time()
@@ -132,20 +165,27 @@ def fit_unit(
         save_npz(out, **arrays)
         log.info("%s %s %s: region absent here, nothing to fit", subject, hemi, unit)
         return {"n_vertices": 0}
-    Y = read_columns(load_fmri(data_root, subject, hemi), vertices)
+    if targets is not None:
+        Y = np.load(targets)
+        if Y.shape[1] != vertices.size:
+            raise ValueError(f"{targets}: {Y.shape[1]} vertices, but region {unit} has {vertices.size} in "
+                             f"{regions_path}; rerun the targets rule")
+    else:
+        Y = read_columns(load_fmri(data_root, subject, hemi), vertices)
     xp = get_backend(backend)
-    # Fits of one alpha per target are separable: all regions of the unit in one call.
-    groups = [np.arange(vertices.size)] if r.separable else [
-        np.flatnonzero(labels[vertices] == region) for region in regions]
-    for fold, Y_fit in zip(FOLDS, (Y[fit_rows], Y)):
+    for fold, rows in zip(FOLDS, (fit_rows, None)):  # val: fit on the fit rows of Y, without copying them
         prepared = fold_arrays(design, fold)
-        pred = np.empty((n_val if fold == "val" else n_test, vertices.size), np.float32)
-        info: dict[str, np.ndarray] = {}
-        for cols in groups:
-            p, inf = r.fit_predict(prepared, np.ascontiguousarray(Y_fit[:, cols]), params, xp)
-            pred[:, cols] = p
-            for key, value in inf.items():
-                info.setdefault(key, np.full(vertices.size, np.nan))[cols] = value
+        if r.separable:  # one alpha per target: all regions of the unit in one call, no column copies
+            pred, info = r.fit_predict(prepared, Y, params, xp, rows=rows)
+        else:  # one model per region
+            pred = np.empty((n_val if fold == "val" else n_test, vertices.size), np.float32)
+            info = {}
+            for region in regions:
+                cols = np.flatnonzero(labels[vertices] == region)
+                p, inf = r.fit_predict(prepared, np.take(Y, cols, axis=1), params, xp, rows=rows)
+                pred[:, cols] = p
+                for key, value in inf.items():
+                    info.setdefault(key, np.full(vertices.size, np.nan))[cols] = value
         arrays[f"{fold}_pred"] = pred
         for key, value in info.items():
             arrays[f"{fold}.{key}"] = value

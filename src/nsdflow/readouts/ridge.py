@@ -417,6 +417,7 @@ def fit_predict(
     xp=None,
     block: int | None = None,
     add_mean: bool = True,
+    rows=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Choose each target's alpha and predict new rows, block of targets by block of targets.
 
@@ -432,6 +433,8 @@ def fit_predict(
     block : targets per block (default: :data:`BLOCK_BYTES` of float32 targets)
     add_mean : add the targets' training means (the intercept); with ``P = V`` and False, the
         result is the coefficients (p, t)
+    rows : the rows of Y that U's rows are (default: all). gcv reads Y in place, with U's rows
+        scattered into zeros, so that a fold's fit copies no targets
 
     Returns
     -------
@@ -444,15 +447,22 @@ def fit_predict(
     if cv == "kfold" and not folds:
         raise ValueError("ridge cv kfold needs the per-fold decompositions (a design built with n_folds)")
     alphas = np.asarray(alphas, dtype=np.float64)
-    n, t = Y.shape
+    if rows is not None and cv != "gcv":
+        Y, rows = np.take(Y, np.asarray(rows), axis=0), None
+    n_all, t = Y.shape
     U, P = xp.asarray(U, xp.float32), xp.asarray(P, xp.float32)
-    k = U.shape[1]
+    n, k = U.shape
     s = xp.cast(xp.asarray(s), xp.float64)
+    others = None
     if cv == "gcv":
-        U1 = xp.zeros((n, k + 1), xp.float32)  # [U, 1]: U'Y and the column sums in one product
-        U1[:, :k] = U
-        U1[:, k] = 1.0
+        # [U, 1] with U's rows where they belong in Y: U'Y and the column sums in one product
+        U1 = xp.zeros((n_all, k + 1), xp.float32)
+        at = np.arange(n_all) if rows is None else np.asarray(rows)
+        U1[at, :k] = U
+        U1[at, k] = 1.0
         u1 = xp.sum(U, axis=0)  # U'1: ~0 (X is centred), kept for exactness
+        if rows is not None:
+            others = np.setdiff1d(np.arange(n_all), at)
     inv_d = loo_inverse_one_minus_h(U, s, alphas, xp) if cv == "loo" and len(alphas) > 1 else None
     step = _block(n, t, block, cv)
     # Screening pays once the k x k matrices cost less than the products they save.
@@ -466,9 +476,14 @@ def fit_predict(
             UtY, mean = _project_targets(U1, u1, Yb, n, xp)
             mean64 = xp.cast(mean, xp.float64)
             y_sq = xp.col_sq_sums(Yb) - n * mean64**2  # centred sums of squares (float64)
+            if others is not None:
+                y_sq = y_sq - xp.col_sq_sums(xp.take(Yb, others, 0))
             far = np.flatnonzero(xp.to_numpy(n * mean64**2 > MEAN_TO_STD**2 * xp.maximum(y_sq, 0.0)))
             if far.size:  # targets far from zero: the exact product of the centred columns
-                Yc_far = xp.take(Yb, far, 1) - mean[far]
+                Yc_far = xp.take(Yb, far, 1)
+                if rows is not None:
+                    Yc_far = xp.take(Yc_far, np.asarray(rows), 0)
+                Yc_far = Yc_far - mean[far]
                 UtY[:, far] = U.T @ Yc_far
                 y_sq[far] = xp.col_sq_sums(Yc_far)
         else:  # loo and kfold form residuals of the block anyway: centre it first
