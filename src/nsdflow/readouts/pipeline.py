@@ -171,7 +171,11 @@ def fit_unit(
             raise ValueError(f"{targets}: {Y.shape[1]} vertices, but region {unit} has {vertices.size} in "
                              f"{regions_path}; rerun the targets rule")
     else:
-        Y = read_columns(load_fmri(data_root, subject, hemi), vertices)
+        fmri = load_fmri(data_root, subject, hemi)
+        if vertices.size == fmri.shape[1]:  # the whole hemisphere, in order: no gather
+            Y = np.ascontiguousarray(fmri, dtype=np.float32)
+        else:
+            Y = read_columns(fmri, vertices)
     xp = get_backend(backend)
     for fold, rows in zip(FOLDS, (fit_rows, None)):  # val: fit on the fit rows of Y, without copying them
         prepared = fold_arrays(design, fold)
