@@ -141,18 +141,63 @@ def cmd_regions(a):
     print(f"{a.subject} {a.hemi}: {len(table)} vertices in {counts.size} regions")
 
 
-def cmd_design(a):
-    from .readouts.pipeline import build_design
+def cmd_pca(a):
+    from .readouts.backend import set_threads
 
-    build_design(a.spec["features"], a.spec["readout"], a.spec.get("params", {}), a.summary, a.split,
-                 _pairs(a.store), a.out)
+    set_threads(a.threads)
+    from .readouts.pipeline import build_pca
+
+    build_pca(a.featureset, a.summary, a.split, _pairs(a.store), a.out)
+
+
+def cmd_design(a):
+    from .readouts.backend import set_threads
+
+    set_threads(a.threads)
+    from .readouts.pipeline import build_design_file
+
+    build_design_file(a.featureset, a.design["kind"], a.design.get("params", {}), a.summary, a.split,
+                      _pairs(a.store or []), a.out, pca_path=a.pca, backend=a.backend)
 
 
 def cmd_fit(a):
-    from .readouts.pipeline import fit_region
+    from .readouts.backend import set_threads
 
-    fit_region(a.spec["readout"], a.spec.get("params", {}), a.design, a.data, a.subject, a.hemi, a.regions, a.region,
-               a.out)
+    set_threads(a.threads)
+    from .readouts.pipeline import fit_unit
+
+    fit_unit(a.spec["readout"], a.spec.get("params", {}), a.design, a.data, a.subject, a.hemi, a.regions, a.region,
+             a.out, backend=a.backend, targets=a.targets)
+
+
+def cmd_targets(a):
+    from .readouts.pipeline import split_targets
+
+    counts = split_targets(a.data, a.subject, a.hemi, a.regions, a.region_names, a.outdir)
+    print(f"{a.subject} {a.hemi}: {sum(counts.values())} vertices in {sum(1 for c in counts.values() if c)} regions "
+          f"-> {a.outdir}")
+
+
+def cmd_ensemble(a):
+    from .readouts.pipeline import build_ensemble
+
+    build_ensemble(a.name, a.method, _pairs(a.members), a.data, a.subject, a.hemi, a.regions, a.split, a.out,
+                   a.selection)
+
+
+def cmd_selection_table(a):
+    from .readouts.pipeline import selection_table
+
+    table = selection_table(a.selections, a.outdir)
+    won = table[table["chosen"]].groupby(["ensemble", "model"]).size()
+    print(f"{len(table)} rows -> {a.outdir}/selection.csv; regions won or weighted per model:")
+    print(won.to_string())
+
+
+def cmd_readout_params(a):
+    from .readouts import describe_params
+
+    print(describe_params())
 
 
 def cmd_merge(a):
@@ -424,22 +469,63 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=_json_arg, required=True, help="ROI classes in priority order, as JSON")
     s.add_argument("--out", required=True)
 
-    s = add("design", cmd_design, "a readout's cached step (standardisation, decomposition) for one subject")
-    s.add_argument("--spec", type=_json_arg, required=True, help="the model's config as JSON")
+    s = add("pca", cmd_pca, "a feature set's PCA for one subject, streamed from the feature stores")
+    s.add_argument("--featureset", type=_json_arg, required=True, help="the feature set's spec as JSON")
     s.add_argument("--summary", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--store", nargs="+", required=True, help="BACKBONE=STORE for each backbone used")
+    s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
 
-    s = add("fit", cmd_fit, "fit one region of one hemisphere")
-    s.add_argument("--spec", type=_json_arg, required=True)
+    s = add("design", cmd_design, "a feature set's cached design (e.g. the ridge decomposition) for one subject")
+    s.add_argument("--featureset", type=_json_arg, required=True, help="the feature set's spec as JSON")
+    s.add_argument("--design", type=_json_arg, required=True, help='{"kind": ..., "params": {...}} as JSON')
+    s.add_argument("--summary", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--store", nargs="*", default=[], help="BACKBONE=STORE for each backbone used")
+    s.add_argument("--pca", default=None, help="the feature set's PCA (from `nsdflow pca`), when it has one")
+    s.add_argument("--backend", default="numpy", help="auto, numpy, torch or torch_cuda")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--out", required=True)
+
+    s = add("fit", cmd_fit, "fit one region (or every region: --region hemisphere) of one hemisphere")
+    s.add_argument("--spec", type=_json_arg, required=True, help='{"readout": ..., "params": {...}} as JSON')
     s.add_argument("--design", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--subject", required=True)
     s.add_argument("--hemi", required=True, choices=["lh", "rh"])
     s.add_argument("--regions", required=True)
-    s.add_argument("--region", required=True)
+    s.add_argument("--region", required=True, help="a region name, or hemisphere for all regions")
+    s.add_argument("--targets", default=None, help="the region's fMRI from `nsdflow targets` (default: read the data)")
+    s.add_argument("--backend", default="numpy", help="auto, numpy, torch or torch_cuda")
+    s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
+
+    s = add("targets", cmd_targets, "write each region's training fMRI as its own .npy (for per-region fit jobs)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--subject", required=True)
+    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
+    s.add_argument("--regions", required=True)
+    s.add_argument("--region-names", type=_json_arg, required=True, help="every region of the plan, as JSON")
+    s.add_argument("--outdir", required=True)
+
+    s = add("ensemble", cmd_ensemble, "combine models per region (best, mean or weighted on the validation split)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--method", required=True, choices=["best", "mean", "weighted"])
+    s.add_argument("--members", nargs="+", required=True, help="MODEL=MERGED_NPZ for each member")
+    s.add_argument("--data", required=True)
+    s.add_argument("--subject", required=True)
+    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
+    s.add_argument("--regions", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--out", required=True, help="the ensemble's predictions (npz, like a model's)")
+    s.add_argument("--selection", required=True, help="which model won where (JSON)")
+
+    s = add("selection-table", cmd_selection_table, "gather ensembles' selections into selection.csv / .parquet")
+    s.add_argument("--selections", nargs="+", required=True)
+    s.add_argument("--outdir", required=True)
+
+    add("readout-params", cmd_readout_params, "list every readout's parameters and defaults")
 
     s = add("merge", cmd_merge, "merge region fits into full-hemisphere predictions")
     s.add_argument("--summary", required=True)

@@ -33,7 +33,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py",
                  "features/chunks.py", "features/combine.py"),
     "readouts": ("split.py", "regions.py", "features/store.py", "readouts/__init__.py", "readouts/ridge.py",
-                 "readouts/pipeline.py"),
+                 "readouts/pipeline.py", "readouts/backend.py", "readouts/designs.py", "readouts/featuresets.py",
+                 "readouts/torch_models.py", "readouts/ensembles.py"),
     "evaluate": ("evaluate.py", "scoring.py"),
     "summary": ("evaluate.py", "scoring.py", "report.py"),
     "plots": ("plots.py", "brainmap.py"),
@@ -68,12 +69,23 @@ class Plan:
     models: dict[str, dict]
     submission_model: str
     warnings: list[str] = field(default_factory=list)
+    #: Feature sets by id (canonical specs, see nsdflow.readouts.featuresets), shared across models.
+    feature_sets: dict[str, dict] = field(default_factory=dict)
+    #: Designs by (feature set id, design name): {"kind": ..., "params": ...}.
+    designs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    #: Per model: its readout, normalised params, feature set id, design name and fit units.
+    model_plans: dict[str, dict] = field(default_factory=dict)
+    #: Ensembles by name: {"models": [...], "method": best | mean | weighted}.
+    ensembles: dict[str, dict] = field(default_factory=dict)
+    #: The readouts section: backend, threads.
+    readout_settings: dict[str, Any] = field(default_factory=dict)
     shards: int = 1  # extraction.shards: extraction jobs per backbone
 
     @property
     def scored_models(self) -> list[str]:
-        """Everything that produces merged predictions (results/predictions/<name>/) and is scored."""
-        return list(self.models)
+        """Everything that produces merged predictions (results/predictions/<name>/) and is scored:
+        the models, then the ensembles."""
+        return list(self.models) + list(self.ensembles)
 
     def model_backbones(self, model: str) -> list[str]:
         return sorted({f.split("/", 1)[0] for f in self.models[model]["features"]})
@@ -90,18 +102,54 @@ class Plan:
         w = self.backbones[backbone]["weights"]
         return [str(Path(w["path"]).expanduser())] if w["init"] == "checkpoint" and w.get("path") else []
 
-    def design_spec(self, model: str) -> str:
-        """What the cached design depends on: features, readout, and the readout's prepare params."""
-        from .readouts import get_readout
+    def model_featureset(self, model: str) -> str:
+        """The id of the model's feature set (results/designs/<id>/...)."""
+        return self.model_plans[model]["featureset"]
 
-        m = self.models[model]
-        keys = get_readout(m["readout"]).prepare_keys
-        return canonical({"features": m["features"], "readout": m["readout"],
-                          "params": {k: v for k, v in m.get("params", {}).items() if k in keys}})
+    def model_design(self, model: str) -> str:
+        """The name of the model's design within its feature set."""
+        return self.model_plans[model]["design"]
+
+    def featureset_spec(self, featureset: str) -> str:
+        return canonical(self.feature_sets[featureset])
+
+    def featureset_backbones(self, featureset: str) -> list[str]:
+        return sorted({f.split("/", 1)[0] for f in self.feature_sets[featureset]["features"]})
+
+    def featureset_has_pca(self, featureset: str) -> bool:
+        return bool(self.feature_sets[featureset].get("pca"))
+
+    def design_kind_spec(self, featureset: str, design: str) -> str:
+        return canonical(self.designs[(featureset, design)])
+
+    def design_spec(self, model: str) -> str:
+        """What the model's cached design depends on: its feature set, design kind and design
+        params (not the fit-only params such as alphas)."""
+        fs, design = self.model_featureset(model), self.model_design(model)
+        return canonical({"featureset": self.feature_sets[fs], **self.designs[(fs, design)]})
 
     def fit_spec(self, model: str) -> str:
-        m = self.models[model]
-        return canonical({"readout": m["readout"], "params": m.get("params", {})})
+        mp = self.model_plans[model]
+        return canonical({"readout": mp["readout"], "params": mp["params"]})
+
+    def fit_units(self, model: str) -> list[str]:
+        """The fit jobs of one subject and hemisphere: every region, or one ``hemisphere`` job."""
+        from .readouts.pipeline import HEMISPHERE_UNIT
+
+        return [HEMISPHERE_UNIT] if self.model_plans[model]["fit_jobs"] == "hemisphere" else list(self.regions)
+
+    def fit_backend(self, model: str) -> str:
+        """``readouts.backend`` for a model's fit jobs; ``auto`` keeps per-region ridge jobs on numpy
+        (hundreds of short processes: importing torch and starting CUDA would cost more than the fit)."""
+        backend = self.readout_settings.get("backend", "auto")
+        mp = self.model_plans[model]
+        if backend == "auto" and mp["fit_jobs"] == "region" and mp["readout"] in ("ridge", "pca_linear"):
+            return "numpy"
+        return backend
+
+    def fit_threads(self, model: str) -> int:
+        """Threads of a fit job: 1 per region job (many run in parallel), ``readouts.threads`` per hemisphere job."""
+        return 1 if self.model_plans[model]["fit_jobs"] == "region" else int(self.readout_settings.get("threads", 2))
 
 
 def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_withheld: str = "results/demo/withheld") -> Plan:
@@ -179,14 +227,76 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
         if lacking:
             raise ConfigError(f"plots.split: test needs the withheld test responses, which {', '.join(lacking)} "
                               "lack (data.withheld/subjXX/lh_test_fmri.npy); use val")
+    feature_sets, designs, model_plans = plan_readouts(models)
+    ensembles = plan_ensembles(config.get("ensembles") or {}, models)
     sub = (config.get("submission") or {}).get("model") or next(iter(models))
-    if sub not in models:
-        raise ConfigError(f"submission.model: {sub!r} is not a configured model; models: {', '.join(models)}")
+    if sub not in models and sub not in ensembles:
+        msg = f"submission.model: {sub!r} is not a configured model{' or ensemble' if ensembles else ''}; " \
+              f"models: {', '.join(models)}"
+        raise ConfigError(msg + (f"; ensembles: {', '.join(ensembles)}" if ensembles else ""))
     return Plan(
         data_root=str(root), withheld=str(withheld) if withheld else None, demo=demo, subjects=subjects,
         regions=region_names(roi_classes), roi_classes=roi_classes, backbones=used, models=dict(models),
-        submission_model=sub, warnings=warnings, shards=int((config.get("extraction") or {}).get("shards", 1)),
+        submission_model=sub, warnings=warnings, feature_sets=feature_sets, designs=designs,
+        model_plans=model_plans, ensembles=ensembles,
+        shards=int((config.get("extraction") or {}).get("shards", 1)),
+        readout_settings={"backend": "auto", "threads": 2, **(config.get("readouts") or {})},
     )
+
+
+def plan_readouts(models: dict[str, dict]) -> tuple[dict, dict, dict]:
+    """Each model's readout params (checked, defaults filled), feature set and design.
+
+    Models with the same features, standardisation and PCA share a feature set (one PCA per
+    subject); models whose readouts need the same design of it share that design.
+    """
+    from .readouts import get_readout
+    from .readouts.designs import design_name
+    from .readouts.featuresets import featureset_id, featureset_spec
+
+    feature_sets: dict[str, dict] = {}
+    designs: dict[tuple[str, str], dict] = {}
+    model_plans: dict[str, dict] = {}
+    for name, m in models.items():
+        r = get_readout(m["readout"])
+        try:
+            params = r.normalize(m.get("params"))
+        except ValueError as err:
+            raise ConfigError(f"models.{name}.params.{err}") from None
+        pca = m.get("pca")
+        if m["readout"] == "pca_linear" and not pca:
+            raise ConfigError(f"models.{name}: readout pca_linear needs pca (the challenge devkit's: "
+                              "pca: {n_components: 100, batch_size: 300})")
+        standardize = m.get("standardize")
+        spec = featureset_spec(m["features"], r.default_standardize if standardize is None else standardize, pca)
+        fs = featureset_id(spec)
+        if feature_sets.setdefault(fs, spec) != spec:  # pragma: no cover - ids encode the spec or its hash
+            raise ConfigError(f"models.{name}: feature set id {fs!r} collides with a different spec")
+        dparams = r.design_params(params)
+        dname = design_name(r.design, dparams)
+        designs[(fs, dname)] = {"kind": r.design, "params": dparams}
+        fit_jobs = m.get("fit_jobs") or "auto"
+        model_plans[name] = {"readout": m["readout"], "params": params, "featureset": fs, "design": dname,
+                             "fit_jobs": r.default_fit_jobs if fit_jobs == "auto" else fit_jobs}
+    return feature_sets, designs, model_plans
+
+
+def plan_ensembles(ensembles: dict[str, dict], models: dict[str, dict]) -> dict[str, dict]:
+    """Check each ensemble's members and method; ensembles are named like models and must not clash."""
+    out = {}
+    for name, e in ensembles.items():
+        if name in models:
+            raise ConfigError(f"ensembles.{name}: a model has the same name; ensembles and models share "
+                              "results/predictions/<name>/, so rename one")
+        members = list(e["models"])
+        unknown = [m for m in members if m not in models]
+        if unknown:
+            raise ConfigError(f"ensembles.{name}.models: {', '.join(map(repr, unknown))} not configured models; "
+                              f"models: {', '.join(models)}")
+        if len(set(members)) != len(members):
+            raise ConfigError(f"ensembles.{name}.models: a model is listed twice")
+        out[name] = {"models": members, "method": e.get("method", "best")}
+    return out
 
 
 #: Snakemake's --max-checksum-file-size default: it records the checksum of each input file up to

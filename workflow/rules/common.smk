@@ -81,6 +81,8 @@ def final_outputs():
     if config["plots"]["brain_maps"]["enabled"]:
         outputs += expand("results/plots/brain_maps/{model}/{subject}.png", model=PLAN.scored_models,
                           subject=PLAN.subjects)
+    if PLAN.ensembles:
+        outputs.append("results/scores/selection.csv")  # which model won where (readouts.smk)
     return outputs
 
 
@@ -98,3 +100,5 @@ localrules:
     plot_brain_map,
     provenance,
     submission,
+    ensemble,
+    selection,
