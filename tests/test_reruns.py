@@ -136,7 +136,10 @@ def test_adding_a_backbone_adds_its_extraction_and_its_fits_only(run_copy):
     assert [wc for rule, wc in jobs if rule in ("combine_features", "check_backbone")] == ["backbone=clip"] * 2
     fits = [wc for rule, wc in jobs if rule == "fit"]
     assert len(fits) == N_FITS and all("model=clip_ridge" in wc for wc in fits), fits
-    assert all("model=clip_ridge" in wc for rule, wc in jobs if rule in ("design", "merge", "score")), jobs
+    assert all("model=clip_ridge" in wc for rule, wc in jobs if rule in ("merge", "score")), jobs
+    # Its design is the new feature set's: alex_ridge's cached design is not recomputed.
+    designs = [wc for rule, wc in jobs if rule == "design"]
+    assert len(designs) == 1 and designs[0].startswith("featureset=clip."), jobs
     # The new model's scores join the summary and its figures; the submission (alex_ridge) stays.
     assert set(counts(jobs)) == {"check_backbone", "extract", "combine_features", "design", "fit", "merge", "score", "summarize",
                                  "plot_roi_bars", "plot_models", "plot_brain_map", "all"} | PROVENANCE, counts(jobs)

@@ -26,7 +26,7 @@ from conftest import REPO, nsdflow_env
 
 PROFILE = REPO / "profiles" / "slurm"
 LOCAL_RULES = {"all", "image_index", "split", "merge", "score", "summarize", "plot_roi_bars", "plot_models",
-               "plot_brain_map", "provenance", "submission"}
+               "plot_brain_map", "provenance", "submission", "ensemble", "selection"}
 
 
 def slurm_config() -> dict:
@@ -97,7 +97,7 @@ def test_demo_dag_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     for job in jobs:
         rule = re.match(r"rule_(\w+?)(_wildcards_.*)?$", job["comment"]).group(1)
         by_rule.setdefault(rule, []).append(job)
-    assert set(by_rule) == {"demo_data", "validate_data", "regions", "image_cache", "extract", "design",
+    assert set(by_rule) == {"demo_data", "validate_data", "regions", "targets", "image_cache", "extract", "design",
                             "fits_fit"}, by_rule
     assert not LOCAL_RULES & set(by_rule)
 

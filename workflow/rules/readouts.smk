@@ -65,9 +65,11 @@ rule targets:
         regions="results/regions/{subject}_{hemi}.npz",
         summary="results/data/{subject}.json",
     output:
-        # Each region's training fMRI, read once per hemisphere for the per-region fit jobs;
-        # removed once every fit that reads them is done (recreated in a second if needed again).
-        temp(expand("results/targets/{{subject}}_{{hemi}}/{region}.npy", region=PLAN.regions)),
+        # Each region's training fMRI, read once per hemisphere for the per-region fit jobs (a
+        # region's columns of the row-major fMRI file are scattered over all of it). Kept, not
+        # temp(): recreating them for one new fit would make them newer than every other model's
+        # fits, and Snakemake would rerun all of those. A copy of the fMRI: ~12 GB on the real data.
+        expand("results/targets/{{subject}}_{{hemi}}/{region}.npy", region=PLAN.regions),
     params:
         root=PLAN.data_root,
         names=canonical(PLAN.regions),
