@@ -59,7 +59,8 @@ def readout_models() -> list[tuple[str, dict]]:
     """Three readout settings: each readout the schema knows, padded with ridge variants."""
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     readouts = schema["properties"]["models"]["additionalProperties"]["properties"]["readout"]["enum"]
-    models = [(r, {"readout": r}) for r in readouts]
+    needs = {"pca_linear": {"pca": {"n_components": 100, "batch_size": 300}}}  # the devkit's PCA(100)
+    models = [(r, {"readout": r, **needs.get(r, {})}) for r in readouts]
     pads = [("ridge_loo", {"readout": "ridge", "params": {"cv": "loo"}}),
             ("ridge_narrow", {"readout": "ridge", "params": {"alphas": [1.0, 100.0, 10000.0]}})]
     return (models + pads)[:3] if len(models) < 3 else models

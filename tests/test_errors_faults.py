@@ -158,3 +158,49 @@ def test_zarr_store_in_a_read_only_folder_says_so(read_only, image_index):
 def test_debug_flag_shows_the_traceback(read_only):
     proc = nsdflow("--debug", "score", "--pred", Path(__file__), "--true", Path(__file__), "--out", read_only / "s.json")
     assert "Traceback" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- out of memory
+
+
+class OutOfMemoryError(RuntimeError):
+    """Stands in for torch.OutOfMemoryError (matched by name, as the CLI does without importing torch)."""
+
+
+FIT = ["fit", "--spec", "{}", "--design", "d", "--data", "D", "--subject", "subj01", "--hemi", "lh", "--regions", "r",
+       "--region", "V1v", "--out", "o"]
+
+
+@pytest.mark.parametrize("command, raised, says", [
+    (["extract", "--name", "clip", "--spec", "{}", "--images", "i", "--store", "s", "--manifest", "m"],
+     OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has ..."),
+     "the GPU ran out of memory (CUDA out of memory): lower backbones.clip.batch_size in the config"),
+    (FIT,
+     OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
+     "set readouts.backend: numpy"),
+    (FIT,
+     MemoryError("Unable to allocate 12.0 GiB for an array"),
+     "ran out of memory (Unable to allocate 12.0 GiB for an array): give this job more"),
+])
+def test_out_of_memory_says_what_to_change(monkeypatch, capsys, command, raised, says):
+    from nsdflow import cli
+
+    def boom(args):
+        raise raised
+
+    monkeypatch.setattr(cli, f"cmd_{command[0]}", boom)
+    assert cli.main(command) == 1
+    err = capsys.readouterr().err
+    assert f"nsdflow {command[0]}: error: " in err and says in err
+    assert "Traceback" not in err
+
+
+def test_other_runtime_errors_keep_their_message(monkeypatch, capsys):
+    from nsdflow import cli
+
+    def boom(args):
+        raise RuntimeError("device 'cuda' requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES?)")
+
+    monkeypatch.setattr(cli, "cmd_extract", boom)
+    assert cli.main(["extract", "--name", "a", "--spec", "{}", "--images", "i", "--store", "s", "--manifest", "m"]) == 1
+    assert "error: device 'cuda' requested but no CUDA GPU is visible" in capsys.readouterr().err

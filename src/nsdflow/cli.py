@@ -601,6 +601,21 @@ def _report_error(command: str, msg) -> None:
     sys.stderr.write(f"\nnsdflow {command}: error: {msg}\n")
 
 
+def _out_of_memory(args, err: BaseException) -> str | None:
+    """What to change when a command ran out of GPU or host memory (None for other errors)."""
+    name = getattr(args, "name", None)
+    if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch
+        first = str(err).split("\n")[0].split(". ")[0]
+        if args.command == "extract" and name:
+            return f"the GPU ran out of memory ({first}): lower backbones.{name}.batch_size in the config and rerun"
+        return (f"the GPU ran out of memory ({first}): free the GPU, or set readouts.backend: numpy "
+                "to fit on the CPU")
+    if isinstance(err, MemoryError):
+        return (f"ran out of memory ({err or 'MemoryError'}): give this job more (set-resources: "
+                f"<rule>: mem_mb in the profile; extraction.mem_mb for extraction) or run fewer jobs at once")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
@@ -612,6 +627,14 @@ def main(argv: list[str] | None = None) -> int:
     known = (DataError, OutputError, ValueError, KeyError, FileNotFoundError, RuntimeError)
     try:
         args.fn(args)
+    except (MemoryError, RuntimeError) as err:
+        msg = _out_of_memory(args, err)
+        if msg is None or args.debug:
+            if isinstance(err, MemoryError) or args.debug:
+                raise
+            msg = err  # any other RuntimeError: its message is meant for the user
+        _report_error(args.command, msg)
+        return 1
     except known as err:
         if args.debug:
             raise
