@@ -2,7 +2,7 @@
 # Stages: data -> features -> readouts -> evaluate -> submission. Logic lives in src/nsdflow.
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.27")
 
 
 configfile: "config.yaml"

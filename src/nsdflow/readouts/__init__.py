@@ -160,7 +160,9 @@ class PcaLinearReadout(_Base):
     name = "pca_linear"
     design = "decomposition"
     default_standardize = False  # the devkit standardises nothing
-    default_fit_jobs = "region"
+    # No per-vertex hyperparameter: a region's fit is a least-squares solve in the PCA basis (about
+    # a millisecond), so per-region jobs would be all process start-up (~0.35 s each).
+    default_fit_jobs = "hemisphere"
     separable = True
     params: dict[str, Param] = {}
 
