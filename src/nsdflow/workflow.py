@@ -25,7 +25,9 @@ from .regions import region_names
 
 PACKAGE = Path(__file__).resolve().parent
 
-#: The modules each stage's results depend on (relative to the package).
+#: The modules each stage's results depend on (relative to the package). ``features/preflight.py`` is
+#: deliberately absent: the preflight only checks, and as its output is an input of every extraction
+#: job, rerunning it after an edit would rerun the extraction and everything after it.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "demo": ("demo.py", "surface.py", "layout.py"),
     "data": ("data.py", "layout.py"),
