@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,14 +89,28 @@ def nsdflow_env() -> dict[str, str]:
     return env
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Snakemake on this repository's Snakefile in ``workdir`` (with its config.yaml), 2 cores."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=nsdflow_env())
+def run_snakemake(workdir: Path, *args: str, check: bool = True, configfile: str = "config.yaml",
+                  snakefile: Path = REPO / "Snakefile", env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """Snakemake on this repository's Snakefile in ``workdir`` (with its ``configfile``), 2 cores
+    (later ``args`` override, e.g. ``"--cores", "1"``); ``kw`` go to :func:`subprocess.run`."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
+           "--configfile", str(workdir / configfile), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env or nsdflow_env(), **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def snakemake_log(workdir: Path, *args: str, **kw) -> str:
+    """:func:`run_snakemake`, returning what it printed (stdout and stderr)."""
+    proc = run_snakemake(workdir, *args, **kw)
+    return proc.stdout + proc.stderr
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run's output as {rule: count}."""
+    table = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
 
 
 @pytest.fixture(scope="session")

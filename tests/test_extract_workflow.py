@@ -1,14 +1,12 @@
 """The feature stage as Snakemake runs it: sharded jobs, the combine step, what a config change reruns."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, nsdflow_env
+from conftest import REPO, job_counts, snakemake_log as snakemake
 from nsdflow.features.extract import extract_features
 from nsdflow.features.store import FeatureStore
 from nsdflow.workflow import ConfigError, make_plan
@@ -28,21 +26,6 @@ def features_config(**extraction):
                         "alex2_ridge": {"readout": "ridge", "features": ["alex2/features.2"]}}
     config["submission"] = {"model": "alex_ridge"}
     return config
-
-
-def snakemake(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=nsdflow_env())
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc.stdout + proc.stderr
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The dry run's 'Job stats' table as {rule: count}."""
-    table = output.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
-    return {rule: int(n) for rule, n in (line.split() for line in table) if rule != "total"}
 
 
 def test_plan_shards_and_cross_checks():

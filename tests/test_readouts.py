@@ -11,7 +11,7 @@ from conftest import REPO
 from nsdflow.io import save_npz
 from nsdflow.readouts import READOUTS, describe_params, get_readout
 from nsdflow.readouts.designs import build_design, design_name, open_npz
-from nsdflow.readouts.featuresets import batch_bounds, featureset_id, featureset_spec, fit_pca, load_folds
+from nsdflow.readouts.featuresets import batch_bounds, featureset_id, featureset_spec, fit_pca
 from nsdflow.readouts.pipeline import fit_unit, read_columns, split_targets
 from nsdflow.readouts.synthetic import write_feature_store
 from nsdflow.workflow import ConfigError, make_plan

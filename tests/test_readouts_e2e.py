@@ -1,7 +1,6 @@
 """Every readout, shared feature sets and designs, a streamed PCA and ensembles, in the DAG end to
 end on tests/configs/tiny_readouts.yaml (one demo subject, AlexNet only, 4 regions)."""
 
-import re
 import shutil
 import subprocess
 import sys
@@ -11,26 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, nsdflow_env
+from conftest import REPO, job_counts, nsdflow_env, snakemake_log as snakemake
 
 CONFIG = REPO / "tests" / "configs" / "tiny_readouts.yaml"
 MODELS = ["ridge_gcv", "ridge_loo", "ridge_kfold", "devkit", "linear", "mlp"]
 ENSEMBLES = ["best", "weighted"]
-
-
-def snakemake(workdir, *args, configfile="config.yaml"):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / configfile), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=nsdflow_env())
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc.stdout + proc.stderr
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run as {rule: count}."""
-    table = output.split("Job stats:", 1)[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, nsdflow_env
+from conftest import REPO, nsdflow_env, run_snakemake as snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -44,15 +44,6 @@ def base_config() -> dict:
 
 
 N_FITS = 2 * 4  # hemispheres x regions
-
-
-def snakemake(workdir: Path, *args, snakefile: Path = REPO / "Snakefile", env=None, check=True, **kw):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env or nsdflow_env(), **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 def planned(workdir: Path, *args, **kw) -> list[tuple[str, str]]:

@@ -9,8 +9,6 @@ rest of the run done with ``--touch`` over empty outputs.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, nsdflow_env, write_subject
+from conftest import REPO, snakemake_log, write_subject
 from nsdflow.layout import SubjectPaths
 from nsdflow.workflow import CHECKSUM_MAX_BYTES, data_fingerprint, data_inputs, file_fingerprint, make_plan
 
@@ -82,11 +80,7 @@ def test_data_inputs_are_the_small_files(small_root):
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "1", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=nsdflow_env())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
+    return snakemake_log(workdir, "--replace-workflow-config", "--cores", "1", *args)
 
 
 def dry_run_rules(workdir: Path) -> Counter:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, nsdflow_env
+from conftest import REPO, nsdflow_env, run_snakemake as snakemake
 from nsdflow.regions import UNASSIGNED
 from nsdflow.workflow import ConfigError, code_version, make_plan
 
@@ -55,15 +55,6 @@ def test_code_versions_are_per_stage():
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-def snakemake(workdir, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=nsdflow_env())
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 # tiny_run (the DAG on tests/configs/tiny.yaml, once per session) is in conftest.py: the report
