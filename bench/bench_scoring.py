@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from nsdflow.evaluate import summarize
-from nsdflow.layout import REAL_COUNTS, ROI_CLASSES
-from nsdflow.scoring import pearson_columns
+from nsdflow.data.layout import REAL_COUNTS, ROI_CLASSES
+from nsdflow.evaluate.scoring import pearson_columns
+from nsdflow.evaluate.summary import summarize
 
 
 def best_of(fn, repeat=3):

@@ -6,13 +6,19 @@ and no time), a config with 3 backbones and 3 readout models per backbone, and t
 
 1. ``snakemake --dry-run`` on the fresh root (every job to run: a few thousand);
 2. ``snakemake --dry-run`` and ``snakemake`` once every output exists and is recorded as done
-   (made with ``--touch`` over empty placeholder outputs), which must find nothing to do.
+   (made with ``--touch`` over empty placeholder outputs), which must find nothing to do;
+3. the dry run after new values in one subject's one hemisphere of training fMRI (same size, other
+   bytes): which jobs it plans (that hemisphere's fits and what follows them, nothing else).
+
+The first dry run hashes the data root's files (12 GB of sparse fMRI files here; their digests
+are then cached by path, size and modification time in ``.snakemake/nsdflow-digests.json``):
+it is reported on its own row.
 
 Readout models: per backbone, one for every readout the schema knows (``--readouts-per-backbone``
 of them); while fewer than three exist, ridge variants (other alphas, LOO) stand in so that the
 job count is the real one.
 
-    python bench/dag_scale.py [--workdir DIR] [--repeat 3] [--readouts-per-backbone 3]
+    python bench/dag_scale.py [--workdir DIR] [--repeat 3] [--readouts-per-backbone 3] [--subjects 8]
 
 prints a Markdown table: wall-clock seconds of the whole snakemake command, and the CPU seconds
 it used (user + sys, which a busy shared machine inflates less than the wall time).
@@ -41,18 +47,19 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "src"))
 
 from conftest import nsdflow_env, write_subject  # noqa: E402
-from nsdflow.layout import REAL_COUNTS, ROI_CLASSES  # noqa: E402
+
+from nsdflow.data.layout import REAL_COUNTS, ROI_CLASSES  # noqa: E402
 
 
-def build_root(root: Path) -> None:
-    """8 subjects with the real counts; skipped when ``root`` is complete already."""
-    if (root / ".complete").exists():
+def build_root(root: Path, n_subjects: int = 8) -> None:
+    """The first ``n_subjects`` with the real counts; skipped when ``root`` is complete already."""
+    if (root / f".complete-{n_subjects}").exists():
         return
     shutil.rmtree(root, ignore_errors=True)
-    for i, (subject, c) in enumerate(REAL_COUNTS.items()):
+    for i, (subject, c) in enumerate(list(REAL_COUNTS.items())[:n_subjects]):
         write_subject(root, subject, c["train"], c["test"], {"lh": c["lh"], "rh": c["rh"]},
                       nsd_offset=i * 1_500, sparse=True)
-    (root / ".complete").touch()
+    (root / f".complete-{n_subjects}").touch()
 
 
 def readout_models() -> list[tuple[str, dict]]:
@@ -88,7 +95,7 @@ def full_config(root: Path, per_backbone: int) -> dict:
 def snakemake(workdir: Path, *args: str) -> tuple[tuple[float, float], str]:
     """Run snakemake; (wall seconds, CPU seconds user+sys of it and its children), output."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "2", *args]
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     env = nsdflow_env()
     env["PYTHONPATH"] = str(REPO / "src")
     r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
@@ -150,12 +157,13 @@ def main(argv=None) -> None:
     ap.add_argument("--readouts-per-backbone", type=int, default=3, choices=(1, 2, 3),
                     help="readout models per backbone: 3 (default) is 3 backbones x 3 readouts = 9 models; "
                          "1 is config/algonauts.yaml's shape (one model per backbone)")
+    ap.add_argument("--subjects", type=int, default=8, help="subjects of the synthetic root (real counts)")
     a = ap.parse_args(argv)
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="dag-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    build_root(workdir / "root")
+    build_root(workdir / "root", a.subjects)
     print(f"synthetic root: {workdir / 'root'} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     run = workdir / "run"
     shutil.rmtree(run, ignore_errors=True)
@@ -163,6 +171,8 @@ def main(argv=None) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(full_config(workdir / "root", a.readouts_per_backbone), sort_keys=False))
 
     rows = []
+    first, out0 = snakemake(run, "--dry-run")
+    rows.append(("first dry run: hashes the data root's files", job_count(out0), [first]))
     times, out = zip(*(snakemake(run, "--dry-run") for _ in range(a.repeat)))
     n_jobs = job_count(out[0])
     rows.append(("dry run, nothing done yet", n_jobs, times))
@@ -177,6 +187,23 @@ def main(argv=None) -> None:
     times, outs = zip(*(snakemake(run) for _ in range(a.repeat)))
     assert all("Nothing to be done" in o for o in outs), outs[0][-2000:]
     rows.append(("run, everything done (no-op)", 0, times))
+
+    # New values in one hemisphere's training fMRI: the same size, other bytes in the middle.
+    fmri = workdir / "root" / "subj01" / "training_split" / "training_fmri" / "lh_training_fmri.npy"
+    with open(fmri, "r+b") as f:
+        f.seek(fmri.stat().st_size // 2)
+        original = f.read(8)
+        f.seek(fmri.stat().st_size // 2)
+        f.write(b"\x01" * 8)
+    try:
+        times, outs = zip(*(snakemake(run, "--dry-run") for _ in range(a.repeat)))
+    finally:
+        with open(fmri, "r+b") as f:
+            f.seek(fmri.stat().st_size // 2)
+            f.write(original)
+    planned = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", outs[0].split("Job stats:")[1],
+                                                                 re.M) if m.group(1) != "total"}
+    rows.append((f"dry run after one fMRI file changed (subj01 lh): {planned}", sum(planned.values()), times))
 
     for n in (2000, n_jobs):
         times = [trivial_dry_run(workdir / f"trivial{n}", n) for _ in range(a.repeat)]

@@ -33,7 +33,7 @@ def main() -> None:
     import zarr
     from zarr.codecs import BloscCodec, ZstdCodec
 
-    from nsdflow.images import decode_image
+    from nsdflow.features.images import decode_image
 
     tmp = tempfile.TemporaryDirectory() if a.work is None else None
     work = a.work or Path(tmp.name)

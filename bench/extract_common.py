@@ -22,7 +22,7 @@ def make_images(folder: Path, n: int, size: int = NSD_SIZE, seed: int = 0):
     import pandas as pd
     from PIL import Image
 
-    from nsdflow.demo import render_scene
+    from nsdflow.data.demo import render_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

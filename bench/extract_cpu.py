@@ -54,7 +54,7 @@ def spec_of(model: str, batch_size: int = 32) -> dict:
 
 
 def worker_decode(work: Path, n: int) -> dict:
-    from nsdflow.images import decode_image
+    from nsdflow.features.images import decode_image
 
     paths = sorted((work / "png").glob("*.png"))[:n]
     t0 = time.perf_counter()
@@ -68,8 +68,8 @@ def worker_decode(work: Path, n: int) -> dict:
 def worker_cache(work: Path, n: int, workers: int) -> dict:
     import pandas as pd
 
-    from nsdflow import images
-    from nsdflow.images import build_image_cache
+    from nsdflow.features import images
+    from nsdflow.features.images import build_image_cache
 
     images.MIN_IMAGES_PER_WORKER = 1  # use every worker asked for, however few the images
     index = pd.read_csv(work / "index.csv")
@@ -83,7 +83,7 @@ def worker_cache(work: Path, n: int, workers: int) -> dict:
 
 def worker_read(work: Path, threads: int) -> dict:
     from nsdflow.features.extract import prefetch
-    from nsdflow.images import ImageCache
+    from nsdflow.features.images import ImageCache
 
     cache = ImageCache(work / "cache-w1.zarr")
     chunk = cache.spec["chunk"]

@@ -37,8 +37,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nsdflow.layout import (FSAVERAGE_N_VERTICES, HEMISPHERES, REAL_COUNTS, ROI_CLASSES,  # noqa: E402
-                            SubjectPaths, format_image_name)
+from nsdflow.data.layout import (  # noqa: E402
+    FSAVERAGE_N_VERTICES,
+    HEMISPHERES,
+    REAL_COUNTS,
+    ROI_CLASSES,
+    SubjectPaths,
+    format_image_name,
+)
 from nsdflow.readouts.synthetic import write_feature_store  # noqa: E402
 
 #: Share of a hemisphere's vertices in each ROI of a class (the rest of the class is unlabelled).

@@ -12,8 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nsdflow.demo import DemoConfig, generate
-from nsdflow.layout import FSAVERAGE_N_VERTICES, HEMISPHERES, ROI_CLASSES, SubjectPaths, format_image_name
+from nsdflow.data.demo import DemoConfig, generate
+from nsdflow.data.layout import (
+    FSAVERAGE_N_VERTICES,
+    HEMISPHERES,
+    ROI_CLASSES,
+    SubjectPaths,
+    format_image_name,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +128,9 @@ def tiny_run(tmp_path_factory):
     """
     workdir = tmp_path_factory.mktemp("run")
     shutil.copy(REPO / "tests" / "configs" / "tiny.yaml", workdir / "config.yaml")
-    proc = run_snakemake(workdir)
+    env = nsdflow_env()
+    env["NSDFLOW_IMPORT_LOG"] = str(workdir / "imports.jsonl")  # what each job imported (test_codeversion)
+    proc = run_snakemake(workdir, env=env)
     return workdir, proc
 
 

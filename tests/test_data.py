@@ -2,10 +2,17 @@
 
 import numpy as np
 import pytest
-
 from conftest import write_subject
-from nsdflow.data import DataError, list_images, list_subjects, load_roi_mapping, roi_membership, validate_subject
-from nsdflow.layout import REAL_COUNTS, SubjectPaths
+
+from nsdflow.data.layout import REAL_COUNTS, SubjectPaths
+from nsdflow.data.read import (
+    DataError,
+    list_images,
+    list_subjects,
+    load_roi_mapping,
+    roi_membership,
+)
+from nsdflow.data.validate import validate_subject
 
 
 def test_valid_root(small_root):

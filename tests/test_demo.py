@@ -4,12 +4,18 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from conftest import TINY
-from nsdflow.data import list_images, load_fsaverage_vertices, load_roi_labels, load_withheld, validate_subject
-from nsdflow.demo import DemoConfig, generate, render_scene
-from nsdflow.layout import FSAVERAGE5_N_VERTICES, ROI_CLASSES, SubjectPaths
-from nsdflow.scoring import noise_normalized_score, pearson_columns
+
+from nsdflow.data.demo import DemoConfig, generate, render_scene
+from nsdflow.data.layout import FSAVERAGE5_N_VERTICES, ROI_CLASSES, SubjectPaths
+from nsdflow.data.read import (
+    list_images,
+    load_fsaverage_vertices,
+    load_roi_labels,
+    load_withheld,
+)
+from nsdflow.data.validate import validate_subject
+from nsdflow.evaluate.scoring import noise_normalized_score, pearson_columns
 
 
 def _digest(folder):

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, nsdflow_env
+
 from nsdflow.config import ConfigError, check_config, config_problems
-from nsdflow.workflow import make_plan
+from nsdflow.plan import make_plan
 
 TINY = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
 

@@ -10,12 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import nsdflow_env, write_subject
 from PIL import Image
 
-from conftest import nsdflow_env, write_subject
-from nsdflow.data import DataError, list_subjects, validate_subject, verify_images
-from nsdflow.images import decode_image
-from nsdflow.layout import SubjectPaths
+from nsdflow.data.layout import SubjectPaths
+from nsdflow.data.read import DataError, list_subjects
+from nsdflow.data.validate import validate_subject, verify_images
+from nsdflow.features.images import decode_image
 
 
 def _problems(root, subject="subj01", **kw):
@@ -79,7 +80,7 @@ def test_subject_folders_without_two_digits(tmp_path):
 
 
 def test_plan_reports_the_root_hint(small_root):
-    from nsdflow.workflow import ConfigError, make_plan
+    from nsdflow.plan import ConfigError, make_plan
 
     config = {"data": {"root": str(small_root / "subj01")}, "backbones": {}, "models": {}}
     with pytest.raises(ConfigError, match="data.root: no subjXX folders.*point at its parent"):
@@ -203,7 +204,7 @@ def test_validate_data_cli_lists_every_problem_and_fails(small_root):
     p = SubjectPaths(small_root, 1)
     p.fmri("rh").unlink()
     p.mapping("streams").unlink()
-    proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "validate-data", str(small_root)],
+    proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "validate-data", "--data", str(small_root)],
                           capture_output=True, text=True, env=nsdflow_env())
     assert proc.returncode == 1
     assert "rh_training_fmri.npy: file is missing" in proc.stderr

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import nsdflow_env
+
 from nsdflow.io import OutputError, atomic_write_json, save_npz, save_table
 
 
@@ -127,19 +127,20 @@ def test_atomic_write_in_a_read_only_folder(read_only):
 def image_index(tmp_path_factory):
     """An image index of a tiny demo subject (real PNGs), for the image-cache command."""
     from conftest import TINY
-    from nsdflow.demo import generate
+
+    from nsdflow.data.demo import generate
 
     base = tmp_path_factory.mktemp("faults_demo")
     generate(base / "root", base / "withheld", TINY)
     index = base / "index.csv"
-    assert nsdflow("index-images", base / "root", "--subjects", "subj01", "--out", index).returncode == 0
+    assert nsdflow("index-images", "--data", base / "root", "--subjects", "subj01", "--out", index).returncode == 0
     return index
 
 
 def test_zarr_store_on_a_full_disk_says_so(full_disk, image_index):
     """The image cache writes through zarr: the error must still be one plain sentence, not zarr's traceback."""
     proc = nsdflow("cache-images", "--index", image_index, "--store", full_disk / "cache.zarr",
-                   "--manifest", full_disk / "cache.json", "--chunk", "4")
+                   "--out", full_disk / "cache.json", "--chunk", "4")
     assert proc.returncode == 1
     assert "nsdflow cache-images: error: cannot write" in proc.stderr
     assert "cache.zarr" in proc.stderr and "the disk is full" in proc.stderr
@@ -149,7 +150,7 @@ def test_zarr_store_on_a_full_disk_says_so(full_disk, image_index):
 
 def test_zarr_store_in_a_read_only_folder_says_so(read_only, image_index):
     proc = nsdflow("cache-images", "--index", image_index, "--store", read_only / "cache.zarr",
-                   "--manifest", read_only / "cache.json")
+                   "--out", read_only / "cache.json")
     assert proc.returncode == 1
     assert re.search(r"cache\.zarr(\.lock)?: the file system is read-only", proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr
@@ -172,7 +173,7 @@ FIT = ["fit", "--spec", "{}", "--design", "d", "--data", "D", "--subject", "subj
 
 
 @pytest.mark.parametrize("command, raised, says", [
-    (["extract", "--name", "clip", "--spec", "{}", "--images", "i", "--store", "s", "--manifest", "m"],
+    (["extract", "--name", "clip", "--spec", "{}", "--images", "i", "--store", "s", "--out", "m"],
      OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has ..."),
      "the GPU ran out of memory (CUDA out of memory): lower backbones.clip.batch_size in the config"),
     (FIT,
@@ -188,7 +189,8 @@ def test_out_of_memory_says_what_to_change(monkeypatch, capsys, command, raised,
     def boom(args):
         raise raised
 
-    monkeypatch.setattr(cli, f"cmd_{command[0]}", boom)
+    stage = {"extract": "features", "fit": "readouts"}[command[0]]
+    monkeypatch.setattr(f"nsdflow.{stage}.commands.cmd_{command[0]}", boom)
     assert cli.main(command) == 1
     err = capsys.readouterr().err
     assert f"nsdflow {command[0]}: error: " in err and says in err
@@ -201,6 +203,6 @@ def test_other_runtime_errors_keep_their_message(monkeypatch, capsys):
     def boom(args):
         raise RuntimeError("device 'cuda' requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES?)")
 
-    monkeypatch.setattr(cli, "cmd_extract", boom)
-    assert cli.main(["extract", "--name", "a", "--spec", "{}", "--images", "i", "--store", "s", "--manifest", "m"]) == 1
+    monkeypatch.setattr("nsdflow.features.commands.cmd_extract", boom)
+    assert cli.main(["extract", "--name", "a", "--spec", "{}", "--images", "i", "--store", "s", "--out", "m"]) == 1
     assert "error: device 'cuda' requested but no CUDA GPU is visible" in capsys.readouterr().err

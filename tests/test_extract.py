@@ -12,15 +12,19 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import nsdflow_env
-from nsdflow.features.backbones import BackboneError, build_backbone, convert_dinov2_state
+
+from nsdflow.features.backbones import (
+    BackboneError,
+    build_backbone,
+    convert_dinov2_state,
+)
 from nsdflow.features.chunks import StoreBusy, done_chunks
 from nsdflow.features.combine import combine_features
 from nsdflow.features.extract import LayerRunner, extract_features
+from nsdflow.features.images import ImageCache, build_image_cache, build_index
 from nsdflow.features.pooling import PoolingError, pool_output
 from nsdflow.features.store import FeatureStore
-from nsdflow.images import ImageCache, build_image_cache, build_index
 
 ALEX = {"kind": "alexnet", "weights": {"init": "random", "seed": 0}, "chunk": 8, "batch_size": 4,
         "layers": {"features.2": {"pool": "avg2"}, "features.5": {"pool": "avg1"}}}
@@ -102,7 +106,7 @@ def test_cached_features_equal_the_backbones_own_output(few, tmp_path, spec, lay
 def test_preprocessing_matches_torchvision_transforms():
     import torchvision.transforms.v2 as T
 
-    from nsdflow.demo import render_scene
+    from nsdflow.data.demo import render_scene
 
     b = build_backbone("a", {**ALEX, "layers": {"features.2": {"pool": "full"}}})
     pixels = torch.from_numpy(np.stack([render_scene(i, 0, 48)[0] for i in range(2)]))
@@ -298,7 +302,7 @@ def test_sigkill_mid_extraction_resumes_to_the_same_array(cache, tmp_path):
     n_chunks = -(-reference["n_images"] // 2)
     store = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "nsdflow.cli", "extract", "--name", "alex", "--spec", json.dumps(spec),
-           "--images", str(cache[0]), "--store", str(store), "--manifest", str(tmp_path / "killed.json"),
+           "--images", str(cache[0]), "--store", str(store), "--out", str(tmp_path / "killed.json"),
            "--device", "cpu", "--threads", "2"]
     proc = subprocess.Popen(cmd, env=nsdflow_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO, job_counts
+from conftest import snakemake_log as snakemake
 
-from conftest import REPO, job_counts, snakemake_log as snakemake
+from nsdflow.dag import Dag
 from nsdflow.features.extract import extract_features
 from nsdflow.features.store import FeatureStore
-from nsdflow.workflow import ConfigError, make_plan
+from nsdflow.plan import ConfigError, make_plan
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 TARGETS = ["results/features/alex.json", "results/features/alex2.json"]
@@ -31,9 +33,9 @@ def features_config(**extraction):
 def test_plan_shards_and_cross_checks():
     plan = make_plan(features_config())
     assert plan.shards == 2
-    assert plan.shard_manifests("alex") == ["results/features/alex.shards/0-of-2.json",
-                                            "results/features/alex.shards/1-of-2.json"]
-    assert plan.weights_files("alex") == []
+    assert Dag(plan).input_paths("combine_features", backbone="alex")["shards"] == [
+        "results/features/alex.shards/0-of-2.json", "results/features/alex.shards/1-of-2.json"]
+    assert plan.weights_file("alex") is None
     bad = features_config()
     bad["backbones"]["alex"] = {"kind": "dinov2", "input_size": 100, "weights": {"init": "random"},
                                 "layers": {"features.5": {"pool": "cls"}}}
@@ -68,7 +70,7 @@ def test_sharded_dag_and_a_pooling_change_reextracts_that_backbone_only(tmp_path
     config["backbones"]["alex"]["layers"]["features.5"]["pool"] = "avg1"
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     out = snakemake(workdir, "--dry-run", *TARGETS)
-    assert job_counts(out) == {"check_backbone": 1, "extract": 2, "combine_features": 1}
+    assert job_counts(out) == {"changes": 1, "check_backbone": 1, "extract": 2, "combine_features": 1}
     assert "backbone=alex," in out and "backbone=alex2" not in out
 
 

@@ -25,14 +25,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, nsdflow_env, run_snakemake
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 #: stage -> (rule forced to run again, the `nsdflow` subcommand its job runs)
 STAGES = {"extraction": ("extract", "extract"), "fitting": ("fit", "fit"), "merging": ("merge", "merge"),
-          "zipping": ("submission", "submit")}
+          "zipping": ("submission", "submission")}
 
 
 def small_config() -> dict:

@@ -6,10 +6,10 @@ The image cache is tested in test_images.py, extraction and the feature store in
 import pytest
 import torch
 
-from nsdflow.data import DataError
+from nsdflow.data.read import DataError
 from nsdflow.features.backbones import BackboneError, build_backbone
+from nsdflow.features.images import decode_image
 from nsdflow.features.pooling import PoolingError, pool_output
-from nsdflow.images import decode_image
 
 ALEX = {"kind": "alexnet", "weights": {"init": "random", "seed": 0}, "chunk": 16, "batch_size": 8,
         "layers": {"features.5": {"pool": "avg2"}, "classifier.5": {"pool": "full"}}}
@@ -64,7 +64,7 @@ def test_unknown_layer_lists_valid_ones():
 
 
 def test_unknown_kind_and_missing_checkpoint(tmp_path):
-    with pytest.raises(BackboneError, match="unknown kind 'vgg'; valid kinds: clip, alexnet, sam, dinov2"):
+    with pytest.raises(BackboneError, match="unknown kind 'vgg'; valid kinds: clip, sam, alexnet, dinov2"):
         build_backbone("x", {"kind": "vgg", "weights": {"init": "random"}, "layers": {}})
     with pytest.raises(BackboneError, match="does not exist .*never downloaded"):
         build_backbone("x", {**ALEX, "weights": {"init": "checkpoint", "path": str(tmp_path / "none.pth")}})

@@ -3,11 +3,22 @@
 import numpy as np
 import pytest
 
-from nsdflow import images as images_mod
-from nsdflow.data import DataError
-from nsdflow.features.chunks import done_chunks, open_store, remove_store, shard_chunks, StoreBusy
-from nsdflow.images import ImageCache, build_image_cache, build_index, decode_image
-from nsdflow.layout import SubjectPaths, format_image_name
+from nsdflow.data.layout import SubjectPaths, format_image_name
+from nsdflow.data.read import DataError
+from nsdflow.features import images as images_mod
+from nsdflow.features.chunks import (
+    StoreBusy,
+    done_chunks,
+    open_store,
+    remove_store,
+    shard_chunks,
+)
+from nsdflow.features.images import (
+    ImageCache,
+    build_image_cache,
+    build_index,
+    decode_image,
+)
 
 
 @pytest.fixture(scope="module")

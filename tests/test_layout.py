@@ -2,7 +2,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsdflow.layout import REAL_COUNTS, ROI_CLASSES, format_image_name, parse_image_name, subject_name
+from nsdflow.data.layout import (
+    REAL_COUNTS,
+    ROI_CLASSES,
+    format_image_name,
+    parse_image_name,
+    subject_name,
+)
 
 
 def test_parse_known_name():

@@ -5,7 +5,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nsdflow.brainmap import (
+from nsdflow.data.layout import (
+    FSAVERAGE5_N_VERTICES,
+    FSAVERAGE_N_VERTICES,
+    HEMISPHERES,
+    ROI_CLASSES,
+    UNKNOWN,
+)
+from nsdflow.data.read import load_fsaverage_vertices, load_roi_labels
+from nsdflow.evaluate.summary import summarize
+from nsdflow.readouts.regions import region_table
+from nsdflow.report.brainmap import (
     OUTLINE_CLASSES,
     auto_vmax,
     brain_map_figure,
@@ -15,11 +25,7 @@ from nsdflow.brainmap import (
     to_fsaverage5,
     visible_faces,
 )
-from nsdflow.data import load_fsaverage_vertices, load_roi_labels
-from nsdflow.evaluate import summarize
-from nsdflow.layout import FSAVERAGE5_N_VERTICES, FSAVERAGE_N_VERTICES, HEMISPHERES, ROI_CLASSES, UNKNOWN
-from nsdflow.plots import plot_model_comparison, plot_roi_bars
-from nsdflow.regions import region_table
+from nsdflow.report.plots import plot_model_comparison, plot_roi_bars
 
 
 def test_challenge_vertices_land_on_their_fsaverage5_vertices(tiny_demo):

@@ -15,10 +15,22 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from nsdflow.data import DataError, _nonfinite_columns, list_images
-from nsdflow.images import lookup_rows
-from nsdflow.layout import IMAGE_RE, N_NSD_IMAGES, SubjectPaths, format_image_name, parse_image_name, subject_name
-from nsdflow.scoring import noise_ceiling_fraction, noise_normalized_score, pearson_columns
+from nsdflow.data.layout import (
+    IMAGE_RE,
+    N_NSD_IMAGES,
+    SubjectPaths,
+    format_image_name,
+    parse_image_name,
+    subject_name,
+)
+from nsdflow.data.read import DataError, list_images
+from nsdflow.data.validate import _nonfinite_columns
+from nsdflow.evaluate.scoring import (
+    noise_ceiling_fraction,
+    noise_normalized_score,
+    pearson_columns,
+)
+from nsdflow.features.images import lookup_rows
 
 splits = st.sampled_from(["train", "test"])
 indices = st.integers(1, 9999)

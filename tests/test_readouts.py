@@ -6,15 +6,21 @@ import copy
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO
-from nsdflow.io import save_npz
-from nsdflow.readouts import READOUTS, describe_params, get_readout
-from nsdflow.readouts.designs import build_design, design_name, open_npz
-from nsdflow.readouts.featuresets import batch_bounds, featureset_id, featureset_spec, fit_pca
-from nsdflow.readouts.pipeline import fit_unit, read_columns, split_targets
+
+from nsdflow.io import open_npz, save_npz
+from nsdflow.plan import ConfigError, make_plan
+from nsdflow.readouts.designs import build_design, design_name
+from nsdflow.readouts.featuresets import (
+    batch_bounds,
+    featureset_id,
+    featureset_spec,
+    fit_pca,
+)
+from nsdflow.readouts.fit import fit_unit
+from nsdflow.readouts.registry import READOUTS, describe_params, get_readout
 from nsdflow.readouts.synthetic import write_feature_store
-from nsdflow.workflow import ConfigError, make_plan
+from nsdflow.readouts.targets import read_columns, split_targets
 
 
 def _subject(tmp_path, n_train=70, n_test=12, d=600, n_val=14, chunk=16, seed=0):
@@ -165,8 +171,8 @@ def test_params_are_checked_and_listed():
         get_readout("mlp").normalize({"hidden": []})
     assert get_readout("torch_linear").normalize({})["lr"] == 1e-4
     text = describe_params()
-    for name, r in READOUTS.items():
-        assert name in text and all(key in text for key in r.params)
+    for name in READOUTS:
+        assert name in text and all(key in text for key in get_readout(name).params)
 
 
 def _config():
@@ -239,7 +245,7 @@ def test_read_columns_equals_fancy_indexing(tmp_path):
 
 
 def test_fit_job_on_a_hemisphere_equals_its_region_jobs(tmp_path, small_root):
-    from nsdflow.regions import region_table, save_region_table
+    from nsdflow.readouts.regions import region_table, save_region_table
 
     rng = np.random.default_rng(6)
     table = region_table(small_root, "subj01", "lh", ["floc-places"])
@@ -251,7 +257,7 @@ def test_fit_job_on_a_hemisphere_equals_its_region_jobs(tmp_path, small_root):
         for k, v in build_design("decomposition", {}, Xf, Xp).items():
             design[f"{fold}.{k}"] = v
     save_npz(tmp_path / "design.npz", **design)
-    spec = {"readout": "ridge", "params": {"cv": "loo"}}
+    spec = {"readout": "nsdflow.readouts.linear:RidgeReadout", "params": {"cv": "loo"}}
     args = (tmp_path / "design.npz", small_root, "subj01", "lh", tmp_path / "regions.npz")
     fit_unit(spec["readout"], spec["params"], *args, "hemisphere", tmp_path / "all.npz")
     whole = open_npz(tmp_path / "all.npz")
@@ -278,7 +284,8 @@ def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):
     import sys
 
     from conftest import nsdflow_env
-    from nsdflow.regions import region_table, save_region_table
+
+    from nsdflow.readouts.regions import region_table, save_region_table
 
     save_region_table(region_table(small_root, "subj01", "lh", ["floc-places"]), tmp_path / "regions.npz")
     rng = np.random.default_rng(7)
@@ -287,7 +294,7 @@ def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):
         X = rng.normal(size=(n_fit + n_pred, 6)).astype(np.float32)
         design.update({f"{fold}.{k}": v for k, v in build_design("decomposition", {}, X[:n_fit], X[n_fit:]).items()})
     save_npz(tmp_path / "design.npz", **design)
-    args = ["fit", "--spec", json.dumps({"readout": "ridge", "params": {}}), "--design", str(tmp_path / "design.npz"),
+    args = ["fit", "--spec", json.dumps({"readout": "ridge", "class": "nsdflow.readouts.linear:RidgeReadout", "params": {}}), "--design", str(tmp_path / "design.npz"),
             "--data", str(small_root), "--subject", "subj01", "--hemi", "lh", "--regions", str(tmp_path / "regions.npz"),
             "--region", "PPA", "--out", str(tmp_path / "PPA.npz")]
     code = ("import sys; from nsdflow.cli import main; rc = main(sys.argv[1:]); "

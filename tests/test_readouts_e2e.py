@@ -9,8 +9,8 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import REPO, job_counts, nsdflow_env, snakemake_log as snakemake
+from conftest import REPO, job_counts, nsdflow_env
+from conftest import snakemake_log as snakemake
 
 CONFIG = REPO / "tests" / "configs" / "tiny_readouts.yaml"
 MODELS = ["ridge_gcv", "ridge_loo", "ridge_kfold", "devkit", "linear", "mlp"]

@@ -15,11 +15,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from cdp import Browser, find_chromium
 from conftest import REPO, nsdflow_env, run_snakemake
-from nsdflow.report import git_state, scores_html, weights_text
+from PIL import Image
+
+from nsdflow.report.html import scores_html
+from nsdflow.report.provenance import git_state, weights_text
 
 CATEGORIES = ["1. Provenance", "2. Features", "3. Scores", "4. Figures", "5. Submission"]
 
@@ -48,7 +49,7 @@ def test_provenance_cli(tmp_path):
     out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("json", "json"), ("html", "html"), ("features", "html"))}
     proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "provenance", "--config", json.dumps(config),
                            "--manifests", f"alex={tmp_path / 'alex.json'}", "--workflow-dir", str(REPO),
-                           "--json", str(out["json"]), "--html", str(out["html"]),
+                           "--out", str(out["json"]), "--html", str(out["html"]),
                            "--features-html", str(out["features"])], capture_output=True, text=True,
                           env=nsdflow_env())
     assert proc.returncode == 0, proc.stderr
@@ -60,7 +61,7 @@ def test_provenance_cli(tmp_path):
 
 
 def test_scores_page_without_noise_ceilings():
-    from nsdflow.evaluate import summarize
+    from nsdflow.evaluate.summary import summarize
 
     rng = np.random.default_rng(0)
     vertices = pd.DataFrame({"model": "m", "subject": "subj01", "hemi": np.repeat(["lh", "rh"], 20),

@@ -21,16 +21,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import REPO, nsdflow_env, run_snakemake as snakemake
+from conftest import REPO, nsdflow_env
+from conftest import run_snakemake as snakemake
 
 pytestmark = pytest.mark.e2e
 
 # Everything downstream of the readouts: what a readout change must rerun, besides the fits.
-AFTER_FITS = {"merge", "score", "summarize", "plot_roi_bars", "plot_models", "plot_brain_map", "submission", "all"}
-# The provenance page records the config and the code's git state: any config change rewrites it.
-PROVENANCE = {"provenance"}
-EXTRACTION = {"demo_data", "validate_data", "image_index", "image_cache", "check_backbone", "extract", "combine_features"}
+AFTER_FITS = {"merge", "score_vertices", "summarize", "scores_page", "plot_roi_bars", "plot_models", "plot_brain_map",
+              "submission", "all"}
+# The provenance page records the config and the code's git state: any config change rewrites it;
+# and rule changes records, first, which jobs rerun because their key changed.
+PROVENANCE = {"provenance", "changes"}
+EXTRACTION = {"demo", "validate_data", "index_images", "cache_images", "check_backbone", "extract", "combine_features"}
 
 
 def base_config() -> dict:
@@ -111,7 +113,7 @@ def test_readout_parameter_reruns_that_models_fits_and_what_follows(run_copy):
     write_config(run_copy, config)
     jobs = counts(planned(run_copy))
     assert jobs["fit"] == N_FITS
-    assert jobs["merge"] == 2 and jobs["score"] == 2 and jobs["submission"] == 1
+    assert jobs["merge"] == 2 and jobs["score_vertices"] == 2 and jobs["submission"] == 1
     assert set(jobs) <= {"fit", "design"} | AFTER_FITS | PROVENANCE, jobs  # design only if it reads the changed key
     assert not EXTRACTION & set(jobs), jobs
 
@@ -127,33 +129,69 @@ def test_adding_a_backbone_adds_its_extraction_and_its_fits_only(run_copy):
     assert [wc for rule, wc in jobs if rule in ("combine_features", "check_backbone")] == ["backbone=clip"] * 2
     fits = [wc for rule, wc in jobs if rule == "fit"]
     assert len(fits) == N_FITS and all("model=clip_ridge" in wc for wc in fits), fits
-    assert all("model=clip_ridge" in wc for rule, wc in jobs if rule in ("merge", "score")), jobs
+    assert all("model=clip_ridge" in wc for rule, wc in jobs if rule in ("merge", "score_vertices")), jobs
     # Its design is the new feature set's: alex_ridge's cached design is not recomputed.
     designs = [wc for rule, wc in jobs if rule == "design"]
     assert len(designs) == 1 and designs[0].startswith("featureset=clip."), jobs
     # The new model's scores join the summary and its figures; the submission (alex_ridge) stays.
-    assert set(counts(jobs)) == {"check_backbone", "extract", "combine_features", "design", "fit", "merge", "score", "summarize",
-                                 "plot_roi_bars", "plot_models", "plot_brain_map", "all"} | PROVENANCE, counts(jobs)
+    assert set(counts(jobs)) == {"check_backbone", "extract", "combine_features", "design", "fit", "merge",
+                                 "score_vertices", "summarize", "scores_page", "plot_roi_bars", "plot_models",
+                                 "plot_brain_map", "all"} | PROVENANCE, counts(jobs)
     # Brain maps share one colour scale over all models, so the existing model's map is redrawn too.
     assert sorted(wc for rule, wc in jobs if rule == "plot_brain_map") == [
         "model=alex_ridge, subject=subj01", "model=clip_ridge, subject=subj01"]
 
 
-def test_editing_the_readout_code_reruns_readouts_not_extraction(run_copy, tmp_path):
-    """Edit a readout module in a copy of the repository and run the copy's workflow."""
+def repo_copy(tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of the repository whose package the workflow imports (PYTHONPATH), to edit."""
     repo = tmp_path / "repo"
     shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns(".git", ".venv", "results", "logs", ".snakemake",
                                                               "__pycache__", "*.egg-info", ".pytest_cache"))
     env = nsdflow_env()
     env["PYTHONPATH"] = str(repo / "src")
-    # The copy itself changes nothing but the provenance page (the copy has no git history to record)...
+    return repo, env
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not in {path} exactly once"
+    path.write_text(text.replace(old, new))
+
+
+def test_a_comment_or_docstring_edit_reruns_nothing(run_copy, tmp_path):
+    repo, env = repo_copy(tmp_path)
+    # The copy itself changes nothing but the provenance page (the copy has no git history to record).
     assert {rule for rule, _ in planned(run_copy, snakefile=repo / "Snakefile", env=env)} <= PROVENANCE | {"all"}
-    # ...an edit of the readout code reruns the readout stage and what follows, and no extraction.
-    with open(repo / "src/nsdflow/readouts/ridge.py", "a") as f:
-        f.write("\n# an edit\n")
+    for module in ("io.py", "readouts/ridge.py", "evaluate/scoring.py"):
+        path = repo / "src/nsdflow" / module
+        path.write_text(path.read_text().replace('"""', '"""An edited docstring. ', 1) + "\n# an edit\n")
+    assert {rule for rule, _ in planned(run_copy, snakefile=repo / "Snakefile", env=env)} <= PROVENANCE | {"all"}
+
+
+def test_a_function_body_edit_reruns_the_rules_that_reach_it_and_what_follows(run_copy, tmp_path):
+    """readouts/ridge.py is reached by the design and fit commands; evaluate/scoring.py by the scoring
+    of vertices (and the ensembles); io.py, through which every command writes, by every rule."""
+    repo, env = repo_copy(tmp_path)
+    src = repo / "src/nsdflow"
+    edit(src / "readouts/ridge.py", "    return mean.astype(np.float32), scale.astype(np.float32)",
+         "    mean, scale = mean.astype(np.float32), scale.astype(np.float32)\n    return mean, scale")
     jobs = counts(planned(run_copy, snakefile=repo / "Snakefile", env=env))
-    assert jobs["fit"] == N_FITS and jobs["merge"] == 2, jobs
-    assert not EXTRACTION & set(jobs), jobs
+    assert jobs["design"] == 1 and jobs["fit"] == N_FITS and jobs["merge"] == 2, jobs
+    assert set(jobs) <= {"design", "fit"} | AFTER_FITS | PROVENANCE and not EXTRACTION & set(jobs), jobs
+
+    repo, env = repo_copy(tmp_path / "2")
+    edit(repo / "src/nsdflow/evaluate/scoring.py", "    return np.clip(r, -1.0, 1.0)",
+         "    r = np.clip(r, -1.0, 1.0)\n    return r")
+    jobs = counts(planned(run_copy, snakefile=repo / "Snakefile", env=env))
+    assert set(jobs) == {"score_vertices", "summarize", "scores_page", "plot_roi_bars", "plot_models",
+                         "plot_brain_map", "all"} | PROVENANCE, jobs
+
+    repo, env = repo_copy(tmp_path / "3")
+    edit(repo / "src/nsdflow/io.py", "    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + \"\\n\")",
+         "    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)\n    atomic_write_text(path, text + \"\\n\")")
+    jobs = counts(planned(run_copy, snakefile=repo / "Snakefile", env=env))
+    everything = counts(planned(run_copy, "--forceall"))
+    assert jobs == everything, (jobs, everything)
 
 
 def test_touching_inputs_without_changing_them_reruns_nothing(run_copy):

@@ -7,12 +7,21 @@ from sklearn.linear_model import Ridge
 from sklearn.linear_model import RidgeCV as SkRidgeCV
 from sklearn.model_selection import KFold
 
-from nsdflow.readouts import get_readout
+from nsdflow.io import open_npz, save_npz
 from nsdflow.readouts.backend import get_backend, resolve_backend
-from nsdflow.readouts.designs import build_design, open_npz
-from nsdflow.readouts.ridge import (RidgeCV, decompose, fit_predict, gcv_errors, loo_errors, loo_errors_screened,
-                                    loo_inverse_one_minus_h, loo_weighted_grams, standardize_fit)
-from nsdflow.io import save_npz
+from nsdflow.readouts.designs import build_design
+from nsdflow.readouts.registry import get_readout
+from nsdflow.readouts.ridge import (
+    RidgeCV,
+    decompose,
+    fit_predict,
+    gcv_errors,
+    loo_errors,
+    loo_errors_screened,
+    loo_inverse_one_minus_h,
+    loo_weighted_grams,
+    standardize_fit,
+)
 
 ALPHAS = np.logspace(-2, 5, 15)
 

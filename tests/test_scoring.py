@@ -13,13 +13,19 @@ import pandas as pd
 import pytest
 from scipy.stats import pearsonr
 
-from nsdflow.data import load_fmri
-from nsdflow.evaluate import _stats, load_vertex_tables, score_hemisphere, summarize
+from nsdflow.data.layout import HEMISPHERES, ROI_CLASSES, UNKNOWN, WithheldPaths
+from nsdflow.data.read import load_fmri
+from nsdflow.evaluate.score import score_hemisphere
+from nsdflow.evaluate.scoring import (
+    challenge_score,
+    noise_ceiling_fraction,
+    noise_normalized_score,
+    pearson_columns,
+)
+from nsdflow.evaluate.summary import _stats, load_vertex_tables, summarize
 from nsdflow.io import atomic_write_json, save_npz
-from nsdflow.layout import HEMISPHERES, ROI_CLASSES, UNKNOWN, WithheldPaths
-from nsdflow.regions import region_table, save_region_table
-from nsdflow.scoring import challenge_score, noise_ceiling_fraction, noise_normalized_score, pearson_columns
-from nsdflow.split import make_split
+from nsdflow.readouts.regions import region_table, save_region_table
+from nsdflow.readouts.split import make_split
 
 
 def _scipy_r(y, p):
@@ -99,7 +105,7 @@ def test_organisers_rules():
 
 
 def test_noise_ceiling_units(caplog):
-    with caplog.at_level(logging.INFO, logger="nsdflow.scoring"):
+    with caplog.at_level(logging.INFO, logger="nsdflow.evaluate.scoring"):
         frac, unit = noise_ceiling_fraction(np.array([0.0, 0.2, 0.9]), "subj01 lh")
         assert unit == "fraction" and frac[1] == 0.2
         frac, unit = noise_ceiling_fraction(np.array([0.0, 20.0, 90.0]), "subj01 rh")

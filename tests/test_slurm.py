@@ -21,12 +21,11 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, nsdflow_env
 
 PROFILE = REPO / "profiles" / "slurm"
-LOCAL_RULES = {"all", "image_index", "split", "merge", "score", "summarize", "plot_roi_bars", "plot_models",
-               "plot_brain_map", "provenance", "submission", "ensemble", "selection"}
+LOCAL_RULES = {"all", "changes", "index_images", "split", "merge", "score_vertices", "summarize", "scores_page", "plot_roi_bars",
+               "plot_models", "plot_brain_map", "provenance", "submission", "ensemble", "selection"}
 
 
 def slurm_config() -> dict:

@@ -7,9 +7,9 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import nsdflow_env, write_subject
-from nsdflow.submission import assemble_submission, check_submission
+
+from nsdflow.submission.archive import assemble_submission, check_submission
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_stray_files_are_noted_not_rejected(root, tmp_path):
 def test_not_a_zip_and_too_large(root, tmp_path, monkeypatch):
     (tmp_path / "x.zip").write_text("hello")
     assert "not a zip file" in str(check_submission(tmp_path / "x.zip", root))
-    monkeypatch.setattr("nsdflow.submission.MAX_BYTES", 10)
+    monkeypatch.setattr("nsdflow.submission.archive.MAX_BYTES", 10)
     path = write_zip(tmp_path / "big.zip", entries(good_predictions()))
     assert "over the 300 MB limit" in str(check_submission(path, root))
 

@@ -1,6 +1,8 @@
 """The config plan (no Snakemake) and the whole DAG end to end on a tiny config (Snakemake)."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -8,10 +10,11 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, nsdflow_env
+from conftest import run_snakemake as snakemake
 
-from conftest import REPO, nsdflow_env, run_snakemake as snakemake
-from nsdflow.regions import UNASSIGNED
-from nsdflow.workflow import ConfigError, code_version, make_plan
+from nsdflow.plan import ConfigError, make_plan
+from nsdflow.readouts.regions import UNASSIGNED
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
@@ -47,11 +50,6 @@ def test_plan_errors_name_the_key(edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         make_plan(config)
-
-
-def test_code_versions_are_per_stage():
-    assert code_version("features") != code_version("readouts")
-    assert len(code_version("evaluate")) == 12
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -131,3 +129,16 @@ def test_config_help_lists_every_key():
                          check=True).stdout
     for path, _, _ in _properties(SCHEMA):
         assert path in out
+
+
+def test_a_users_config_runs_its_own_models_only(tmp_path):
+    """With --configfile, the shipped demo config.yaml is not merged in: its models, backbones and
+    ensembles do not join the run."""
+    shutil.copy(TINY, tmp_path / "config.yaml")
+    out = snakemake(tmp_path, "--dry-run").stdout
+    models = set(re.findall(r"model=([\w.-]+)", out))
+    backbones = set(re.findall(r"backbone=([\w.-]+)", out))
+    assert models == {"alex_ridge", "clip_ridge"}, models
+    assert backbones == {"alex", "clip"}, backbones
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert not (set(demo["models"]) | set(demo["ensembles"])) - {"clip_ridge"} & models  # the demo's own names

@@ -14,6 +14,7 @@ The workflow runs it before Snakemake's ``validate`` (which then fills in the de
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -130,3 +131,29 @@ def check_config(config: dict, schema: dict | None = None, source: str = "config
         n = len(problems)
         head = f"{source}: {n} problem{'s' if n != 1 else ''} (`nsdflow config-help` describes every key)"
         raise ConfigError("\n".join([head] + [f"  - {p}" for p in problems]))
+
+
+def describe_schema(schema: dict | None = None) -> str:
+    """Every key of the schema with its type, default and description, as indented text."""
+    import textwrap
+
+    schema = load_schema() if schema is None else schema
+    lines: list[str] = []
+
+    def walk(node, path, depth):
+        desc = " ".join(str(node.get("description", "")).split())
+        default = f" [default: {json.dumps(node['default'])}]" if "default" in node else ""
+        kind = node.get("type", "one of" if "oneOf" in node else "")
+        kind = "/".join(kind) if isinstance(kind, list) else kind
+        if path:
+            lines.append("  " * depth + f"{path} ({kind}){default}")
+            for line in textwrap.wrap(desc, 96 - 2 * depth):
+                lines.append("  " * depth + "    " + line)
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{key}" if path else key, depth + (1 if path else 0))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{path}.<name>", depth + 1)
+
+    walk(schema, "", 0)
+    return "\n".join(lines)

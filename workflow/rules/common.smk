@@ -1,5 +1,15 @@
-# Shared setup: config validation, the resolved plan, wildcard constraints, path helpers.
+# Shared setup: config validation, the plan, the DAG's inputs and rerun keys, wildcard constraints.
+#
+# What reruns is decided by keys (nsdflow.dag): each job carries the key of its code, its config and
+# the content of exactly the data and results it reads (`key(rule)`, a param). Its inputs
+# (`inputs(rule)`) are all `ancient`: Snakemake runs a job after them, but a rerun of one of them
+# does not rerun it, nor does a file's time. So a job reruns when its own key changed, and then
+# only. Snakemake skips checking any job below one it reruns, and reaches those only through
+# inputs that are not `ancient`; so the jobs whose key changed also take `results/changes.json`
+# (rule `changes`, first of all when anything changed) as an ordinary input, which reaches them all.
+import atexit
 import os
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -12,8 +22,13 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from snakemake.io import IOFile
+
+from nsdflow import results
 from nsdflow.config import ConfigError, check_config
-from nsdflow.workflow import canonical, code_version, data_fingerprint, data_inputs, make_plan
+from nsdflow.dag import Dag
+from nsdflow.digests import DigestCache
+from nsdflow.plan import canonical, make_plan
 
 
 # Jobs run the `nsdflow` command of the environment Snakemake runs in (a venv need not be activated);
@@ -37,64 +52,124 @@ except ConfigError as err:
 for _warning in PLAN.warnings:
     logger.warning(f"nsdflow: {_warning}")
 
+DIGESTS = DigestCache()
+atexit.register(DIGESTS.save)
+GRAPH = Dag(PLAN, DIGESTS)
 HEMIS = ["lh", "rh"]
-DEMO_MANIFEST = "results/demo/withheld/demo_manifest.json"
-IMAGE_STORE = "results/images/cache.zarr"
+CHANGES = results.output("changes")
+
+
+def recorded_params(path):
+    """The params Snakemake recorded for an output (None without a record)."""
+    record = workflow.persistence.metadata(IOFile(path)) if workflow.persistence is not None else None
+    return record.params if record is not None else None
+
+
+_changed = []
+
+
+def changed_jobs():
+    """The jobs whose output exists but was made under another key (computed once per DAG)."""
+    if not _changed:
+        _changed.append(set(GRAPH.changed(recorded_params)))
+    return _changed[0]
+
+
+def inputs(rule):
+    """A rule's inputs (for `unpack`): the DAG's, each `ancient`, and results/changes.json, an
+    ordinary input of the jobs whose key changed (see the top of this file)."""
+
+    def fn(wildcards):
+        wc = dict(wildcards.items())
+        paths = GRAPH.input_paths(rule, **wc)
+        out = {k: ancient(v) if isinstance(v, str) else [ancient(x) for x in v] for k, v in paths.items()}
+        job = (rule, tuple(sorted((k, str(v)) for k, v in wc.items() if k in results.wildcards_of(rule))))
+        out["changes"] = CHANGES if job in changed_jobs() else ancient(CHANGES)
+        return out
+
+    return fn
+
+
+def changes_stamp(wildcards):
+    """The changes rule's param: the changed jobs per rule and the time (so that it runs) whenever
+    some job's key changed; else what was recorded (so that it does not)."""
+    jobs = changed_jobs()
+    if jobs:
+        import time
+
+        return canonical({"jobs": Counter(rule for rule, _ in jobs), "planned": time.time()})
+    import ast
+
+    recorded = recorded_params(CHANGES)  # Snakemake records each param's repr
+    return ast.literal_eval(recorded[0]) if recorded else canonical({"jobs": {}, "planned": None})
+
+
+def key(rule):
+    """A rule's rerun key (a param): see nsdflow.dag."""
+    return lambda wildcards: GRAPH.key(rule, **dict(wildcards.items()))
+
+
+def out(rule, name=None):
+    return results.output(rule, name)
+
+
+def names(values):
+    """A wildcard constraint matching exactly these names (never matching if there are none)."""
+    import re
+
+    return "|".join(re.escape(str(v)) for v in values) or "(?!)"
 
 
 wildcard_constraints:
     subject=r"subj\d{2}",
     hemi="lh|rh",
-    model=r"[A-Za-z0-9_.-]+",
-    backbone=r"[A-Za-z0-9_.-]+",
-    region=r"[A-Za-z0-9_.-]+",
-
-
-def summary_json(subject):
-    return f"results/data/{subject}.json"
-
-
-def feature_store(backbone):
-    return f"results/features/{backbone}.zarr"
-
-
-def raw_data(wildcards):
-    """What a subject's validation depends on: the demo's manifest, or the real data's small files
-    (the large ones enter through the data_fingerprint param: see nsdflow.workflow.data_inputs)."""
-    return [DEMO_MANIFEST] if PLAN.demo else data_inputs(PLAN, wildcards.subject)
-
-
-def withheld_inputs(wildcards):
-    return [DEMO_MANIFEST] if PLAN.demo else []
+    backbone=names(PLAN.backbones),
 
 
 def final_outputs():
     outputs = [
-        "results/scores/summary.csv",
-        "results/scores/leaderboard.csv",
-        "results/plots/model_comparison.png",
-        "results/submission/submission.zip",
+        out("summarize", "summary_csv"),
+        out("summarize", "leaderboard_csv"),
+        out("scores_page"),
+        out("plot_models", "png"),
+        out("submission", "zip"),
+        out("submission", "check"),
+        out("provenance", "html"),
     ]
-    outputs += expand("results/plots/roi_median_r/{subject}_{hemi}.png", subject=PLAN.subjects, hemi=HEMIS)
-    # Evaluation and report (issue 5): score tables as a page, brain maps, the checked zip, provenance.
-    outputs += ["results/scores/scores.html", "results/submission/check.txt", "results/report/provenance.html"]
+    outputs += [results.output("plot_roi_bars", "png", subject=s, hemi=h) for s in PLAN.subjects for h in HEMIS]
     if config["plots"]["brain_maps"]["enabled"]:
-        outputs += expand("results/plots/brain_maps/{model}/{subject}.png", model=PLAN.scored_models,
-                          subject=PLAN.subjects)
+        outputs += [results.output("plot_brain_map", "png", model=m, subject=s)
+                    for m in PLAN.scored_models for s in PLAN.subjects]
     if PLAN.ensembles:
-        outputs.append("results/scores/selection.csv")  # which model won where (readouts.smk)
+        outputs.append(out("selection", "csv"))  # which model won where
     return outputs
+
+
+# Which jobs' keys changed since they ran: the first job of a run that changes anything.
+rule changes:
+    output:
+        CHANGES,
+    params:
+        stamp=changes_stamp,
+    conda:
+        ENV
+    log:
+        results.log("changes"),
+    shell:
+        "nsdflow changes --stamp {params.stamp:q} --out {output:q} > {log} 2>&1"
 
 
 # With a cluster executor (profiles/slurm) these run on the submitting node instead of as jobs:
 # each is seconds of work on small files, where a batch job would wait in the queue for longer.
 localrules:
     all,
-    image_index,
+    changes,
+    index_images,
     split,
     merge,
-    score,
+    score_vertices,
     summarize,
+    scores_page,
     plot_roi_bars,
     plot_models,
     plot_brain_map,

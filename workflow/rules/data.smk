@@ -1,21 +1,20 @@
 # Data: generate the demo dataset (when data.root is "demo") and validate each subject.
 
 
-rule demo_data:
+rule demo:
     output:
-        DEMO_MANIFEST,
+        out("demo"),
     params:
-        root=PLAN.data_root,
-        withheld="results/demo/withheld",
-        demo=canonical(config["demo"]),
+        key=key("demo"),
+        root=results.DEMO_ROOT,
+        withheld=results.DEMO_WITHHELD,
         d=config["demo"],
-        code=code_version("demo"),
     conda:
         ENV
     log:
-        "logs/demo_data.log",
+        results.log("demo"),
     shell:
-        "nsdflow demo --root {params.root} --withheld {params.withheld} --seed {params.d[seed]}"
+        "nsdflow demo --data {params.root:q} --withheld {params.withheld:q} --seed {params.d[seed]}"
         " --subjects {params.d[n_subjects]} --n-train {params.d[n_train]} --n-test {params.d[n_test]}"
         " --n-shared {params.d[n_shared]} --image-size {params.d[image_size]}"
         " --roi-dropout {params.d[roi_dropout]} > {log} 2>&1"
@@ -23,20 +22,19 @@ rule demo_data:
 
 rule validate_data:
     input:
-        raw_data,
+        unpack(inputs("validate_data")),
     output:
-        "results/data/{subject}.json",
+        out("validate_data"),
     params:
+        key=key("validate_data"),
         root=PLAN.data_root,
-        classes=" ".join(PLAN.roi_classes),
+        classes=PLAN.roi_classes,
         finite="" if config["data"]["check_finite"] else "--no-finite-check",
         images="" if config["data"]["check_images"] else "--no-image-check",
-        data=lambda wc: data_fingerprint(PLAN, wc.subject),  # fMRI and image listing: content, not times
-        code=code_version("data"),
     conda:
         ENV
     log:
-        "logs/validate_data/{subject}.log",
+        results.log("validate_data"),
     shell:
-        "nsdflow validate-data {params.root:q} --subject {wildcards.subject} --roi-classes {params.classes}"
-        " {params.finite} {params.images} --json {output} > {log} 2>&1"
+        "nsdflow validate-data --data {params.root:q} --subject {wildcards.subject} --roi-classes {params.classes:q}"
+        " {params.finite} {params.images} --out {output:q} > {log} 2>&1"

@@ -1,130 +1,124 @@
-# Features: index every subject's images, decode each unique image once, extract each backbone.
+# Features: index every subject's images, decode each unique image once, then per backbone a
+# preflight on the CPU, the extraction jobs (one per shard) and the combine step.
 import os
-import shlex
 
-HDF5 = os.path.expanduser(config["images"]["hdf5"]) if config["images"]["source"] == "hdf5" else None
+IMAGES = config["images"]
+HDF5 = os.path.expanduser(IMAGES["hdf5"]) if IMAGES["source"] == "hdf5" else None
+EXTRACTION = config["extraction"]
 
 
-rule image_index:
+rule index_images:
     input:
-        expand("results/data/{subject}.json", subject=PLAN.subjects),
+        unpack(inputs("index_images")),
     output:
-        "results/images/index.csv",
+        out("index_images"),
     params:
+        key=key("index_images"),
         root=PLAN.data_root,
-        subjects=" ".join(PLAN.subjects),
-        code=code_version("images"),
+        subjects=PLAN.subjects,
     conda:
         ENV
     log:
-        "logs/image_index.log",
+        results.log("index_images"),
     shell:
-        "nsdflow index-images {params.root:q} --subjects {params.subjects} --out {output} > {log} 2>&1"
+        "nsdflow index-images --data {params.root:q} --subjects {params.subjects:q} --out {output:q} > {log} 2>&1"
 
 
-rule image_cache:
+rule cache_images:
     input:
-        index="results/images/index.csv",
-        hdf5=[HDF5] if HDF5 else [],
+        unpack(inputs("cache_images")),
     output:
-        "results/images/cache.json",
+        out("cache_images"),
     params:
-        store=IMAGE_STORE,
-        size=f"--size {config['images']['size']}" if config["images"]["size"] else "",
-        chunk=config["images"]["chunk"],
-        source=config["images"]["source"],
-        hdf5=(
-            f"--hdf5 {shlex.quote(HDF5)} --hdf5-dataset {shlex.quote(config['images']['hdf5_dataset'])}"
-            f" --hdf5-index-base {config['images']['hdf5_index_base']}"
-            if HDF5
-            else ""
-        ),
-        compression=config["images"]["compression"],
-        code=code_version("images"),
-    threads: config["images"]["workers"]
+        key=key("cache_images"),
+        store=results.IMAGE_STORE,
+        size=["--size", IMAGES["size"]] if IMAGES["size"] else [],
+        hdf5=(["--hdf5", HDF5, "--hdf5-dataset", IMAGES["hdf5_dataset"], "--hdf5-index-base", IMAGES["hdf5_index_base"]]
+              if HDF5 else []),
+        images=IMAGES,
+    threads: IMAGES["workers"]
     conda:
         ENV
     log:
-        "logs/image_cache.log",
+        results.log("cache_images"),
     benchmark:
-        "benchmarks/image_cache.tsv"
+        results.benchmark("cache_images")
     shell:
-        "nsdflow cache-images --index {input.index} --store {params.store} --manifest {output}"
-        " --chunk {params.chunk} {params.size} --workers {threads} --source {params.source} {params.hdf5}"
-        " --compression {params.compression} > {log} 2>&1"
+        "nsdflow cache-images --index {input.index:q} --store {params.store:q} --out {output:q}"
+        " --chunk {params.images[chunk]:q} {params.size:q} --workers {threads} --source {params.images[source]:q}"
+        " {params.hdf5:q} --compression {params.images[compression]:q} > {log} 2>&1"
 
 
-# One job per backbone and shard (extraction.shards; one GPU each): shard k of N writes its own
-# contiguous chunk range of the backbone's store, which is resumable, hence not a declared output
-# (Snakemake would delete it before a rerun); the shard's small manifest is.
 # Preflight: build each backbone once on the CPU (its checkpoint included) and pool one image
 # through its layers, so that a wrong layer, pooling or checkpoint fails now, not after a GPU job
 # waited in a queue. A local job: it runs first, as nothing but the checkpoint comes before it.
 rule check_backbone:
     input:
-        weights=lambda wc: PLAN.weights_files(wc.backbone),
+        unpack(inputs("check_backbone")),
     output:
-        "results/features/preflight/{backbone}.json",
+        out("check_backbone"),
     params:
+        key=key("check_backbone"),
         spec=lambda wc: PLAN.backbone_spec(wc.backbone),
-        code=code_version("features"),
     threads: 2
     localrule: True
     conda:
         ENV
     log:
-        "logs/check_backbone/{backbone}.log",
+        results.log("check_backbone"),
     shell:
-        "nsdflow check-backbone --name {wildcards.backbone} --spec {params.spec:q} --out {output} > {log} 2>&1"
+        "nsdflow check-backbone --name {wildcards.backbone:q} --spec {params.spec:q} --out {output:q} > {log} 2>&1"
 
 
+# One job per backbone and shard (extraction.shards; one GPU each): shard k of N writes its own
+# contiguous chunk range of the backbone's store, which is resumable, hence not a declared output
+# (Snakemake would delete it before a rerun); the shard's small manifest is.
 rule extract:
     input:
-        images="results/images/cache.json",
-        preflight="results/features/preflight/{backbone}.json",
-        weights=lambda wc: PLAN.weights_files(wc.backbone),
+        unpack(inputs("extract")),
     output:
-        "results/features/{backbone}.shards/{shard}-of-{nshards}.json",
+        out("extract"),
     wildcard_constraints:
         shard=r"\d+",
         nshards=r"\d+",
     params:
+        key=key("extract"),
         spec=lambda wc: PLAN.backbone_spec(wc.backbone),
-        store=lambda wc: feature_store(wc.backbone),
-        images=IMAGE_STORE,
-        device=config["extraction"]["device"],
-        readers=config["extraction"]["readers"],
-        code=code_version("features"),
-    threads: config["extraction"]["threads"]
+        store=lambda wc: results.feature_store(wc.backbone),
+        images=results.IMAGE_STORE,
+        device=EXTRACTION["device"],
+        readers=EXTRACTION["readers"],
+    threads: EXTRACTION["threads"]
     resources:
-        gpu=config["extraction"]["gpus"],
-        mem_mb=config["extraction"]["mem_mb"],
-        runtime=config["extraction"]["runtime"],
+        gpu=EXTRACTION["gpus"],
+        mem_mb=EXTRACTION["mem_mb"],
+        runtime=EXTRACTION["runtime"],
     conda:
         ENV
     log:
-        "logs/extract/{backbone}.{shard}-of-{nshards}.log",
+        results.log("extract"),
     benchmark:
-        "benchmarks/extract/{backbone}.{shard}-of-{nshards}.tsv"
+        results.benchmark("extract")
     shell:
-        "nsdflow extract --name {wildcards.backbone} --spec {params.spec:q} --images {params.images}"
-        " --store {params.store} --manifest {output} --device {params.device} --threads {threads}"
-        " --shard {wildcards.shard} --shards {wildcards.nshards} --readers {params.readers} > {log} 2>&1"
+        "nsdflow extract --name {wildcards.backbone:q} --spec {params.spec:q} --images {params.images:q}"
+        " --store {params.store:q} --out {output:q} --device {params.device:q} --threads {threads}"
+        " --shard {wildcards.shard} --shards {wildcards.nshards} --readers {params.readers:q} > {log} 2>&1"
 
 
-# Checks that every chunk of the store is done; downstream rules depend on this manifest only.
+# Checks that every chunk of the store is done; later rules depend on this manifest only.
 rule combine_features:
     input:
-        lambda wc: PLAN.shard_manifests(wc.backbone),
+        unpack(inputs("combine_features")),
     output:
-        "results/features/{backbone}.json",
+        out("combine_features"),
     params:
-        store=lambda wc: feature_store(wc.backbone),
-        code=code_version("features"),
+        key=key("combine_features"),
+        store=lambda wc: results.feature_store(wc.backbone),
     localrule: True
     conda:
         ENV
     log:
-        "logs/combine_features/{backbone}.log",
+        results.log("combine_features"),
     shell:
-        "nsdflow combine-features --store {params.store} --shard-manifests {input} --manifest {output} > {log} 2>&1"
+        "nsdflow combine-features --store {params.store:q} --shard-manifests {input.shards:q} --out {output:q}"
+        " > {log} 2>&1"

@@ -535,8 +535,8 @@ def _resize_sam_state(state: dict[str, torch.Tensor], encoder: torch.nn.Module) 
 #: The backbone registry: the ``kind`` of a backbone in the config picks its class.
 BACKBONES: dict[str, type[Backbone]] = {
     "clip": ClipBackbone,
-    "alexnet": AlexNetBackbone,
     "sam": SamBackbone,
+    "alexnet": AlexNetBackbone,
     "dinov2": DinoV2Backbone,
 }
 

@@ -79,6 +79,24 @@ def mark_done(store: str | Path, c: int) -> None:
     (folder / str(c)).touch()
 
 
+def unmark_done(store: str | Path, c: int) -> None:
+    """Mark chunk ``c`` not done, before rewriting any of its rows (a kill then leaves it redone)."""
+    (done_dir(store) / str(c)).unlink(missing_ok=True)
+
+
+def stale_rows(recorded, current, chunk: int, done: set[int]) -> dict[int, list[int]]:
+    """Rows of the done chunks whose recorded content digest differs from the current one, as
+    ``{chunk: [rows within the chunk]}`` (chunks not done are redone whole anyway)."""
+    import numpy as np
+
+    changed = np.flatnonzero(np.asarray(recorded) != np.asarray(current))
+    out: dict[int, list[int]] = {}
+    for row in changed.tolist():
+        if row // chunk in done:
+            out.setdefault(row // chunk, []).append(row % chunk)
+    return out
+
+
 def remove_store(store: str | Path) -> None:
     """Delete a store: first renamed aside atomically, so a kill mid-deletion leaves no half store."""
     store = Path(store)

@@ -39,17 +39,27 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..images import ImageCache
 from ..io import atomic_write_json
 from .backbones import Backbone, build_backbone
-from .chunks import chunk_rows, done_chunks, mark_done, n_chunks, normalise_spec, open_store, shard_chunks
+from .chunks import (
+    chunk_rows,
+    done_chunks,
+    mark_done,
+    n_chunks,
+    normalise_spec,
+    open_store,
+    shard_chunks,
+    stale_rows,
+    unmark_done,
+)
 from .combine import combine_features, spec_digest  # noqa: F401 - combine_features is part of this API
+from .images import ImageCache
 from .pooling import check_pool, pool_output
 
 log = logging.getLogger(__name__)
 
-#: Bumped when the stored features would change for the same spec.
-FEATURE_FORMAT = 2
+#: Bumped when the stored features would change for the same spec (3: per-image content digests).
+FEATURE_FORMAT = 3
 #: Upper bound of one Zarr chunk of a layer (rows x columns x itemsize); wide layers (SAM's
 #: unpooled neck) are split into column chunks, so a chunk never needs gigabytes to write.
 MAX_CHUNK_BYTES = 64 << 20
@@ -222,6 +232,9 @@ def extract_features(
         for layer in layers:
             group.create_array(f"layers/{layer}", shape=(n, dims[layer]), dtype=dtype, fill_value=np.nan,
                                chunks=(chunk, _column_chunk(chunk, dims[layer], dtype.itemsize)))
+        # The content digest of the image each row was computed from: a changed image is found and
+        # extracted again, alone (its chunk stays done for every other row).
+        group.create_array("image_digests", shape=(n,), chunks=(chunk,), dtype="uint64", fill_value=0)
         group.create_array("nsd_ids", data=cache.nsd_ids, chunks=(n,))  # last: marks the store as created
 
     mine = shard_chunks(n_chunks(n, chunk), shard, shards)
@@ -232,26 +245,37 @@ def extract_features(
                 raise RuntimeError(f"{store}/layers/{layer} is {arrays[layer].shape}, the backbone gives "
                                    f"{(n, dims[layer])}; delete the store and rerun")
         done = done_chunks(store)
-        todo = [c for c in mine if c not in done]
-        n_todo = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] for c in todo)
+        digests = group["image_digests"]
+        changed = stale_rows(digests[:], cache.digests, chunk, done & set(mine))
+        todo: list[tuple[int, list[int] | None]] = [(c, None) for c in mine if c not in done]
+        todo += sorted(changed.items())
+        n_todo = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] if rows is None else len(rows)
+                     for c, rows in todo)
         n_mine = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] for c in mine)
         if len(todo) < len(mine):
             log.info("%s: resuming, %d of %d chunks of this shard already written", name, len(mine) - len(todo),
                      len(mine))
+        if changed:
+            log.info("%s: %d changed images to extract again (in %d chunks)", name,
+                     sum(len(r) for r in changed.values()), len(changed))
+            for c in changed:
+                unmark_done(store, c)
         log.info("%s: shard %d of %d: chunks %d..%d, %d images to extract on %s (%s), layers %s", name, shard,
                  shards, mine.start, mine.stop - 1, n_todo, dev, full_spec["precision"],
                  ", ".join(f"{k} ({d})" for k, d in dims.items()))
 
-        def load(c: int):
+        def load(item):
+            c, rows = item
             lo, hi = chunk_rows(c, chunk, n)
-            pixels = torch.from_numpy(cache.read(lo, hi))
-            return c, lo, hi, (pixels.pin_memory() if pin else pixels)
+            pixels = torch.from_numpy(cache.read(lo, hi) if rows is None else cache.take([lo + r for r in rows]))
+            return c, lo, hi, rows, (pixels.pin_memory() if pin else pixels)
 
-        def write(c: int, lo: int, hi: int, block: dict[str, torch.Tensor], ready) -> None:
+        def write(c: int, lo: int, hi: int, rows, block: dict[str, torch.Tensor], ready) -> None:
             if ready is not None:
                 ready.synchronize()  # the device-to-host copies of this block have landed
+            count = hi - lo if rows is None else len(rows)
             for layer in layers:
-                values32 = block[layer][: hi - lo].numpy()
+                values32 = block[layer][:count].numpy()
                 if not np.isfinite(values32).all():
                     raise NonFiniteFeatures(f"{name}/{layer}: the network produced NaN or inf for images {lo}..{hi - 1} "
                                              f"(NSD ids {cache.nsd_ids[lo]}..{cache.nsd_ids[hi - 1]})")
@@ -260,8 +284,12 @@ def extract_features(
                 if not np.isfinite(values).all():
                     raise NonFiniteFeatures(f"{name}/{layer}: features of images {lo}..{hi - 1} overflow {dtype}: "
                                              f"set backbones.{name}.dtype: float32")
-                arrays[layer][lo:hi] = values
+                if rows is None:
+                    arrays[layer][lo:hi] = values
+                else:
+                    arrays[layer].set_orthogonal_selection((np.asarray(rows) + lo, slice(None)), values)
             mark_done(store, c)  # only after every layer of the chunk is on disk
+            digests[lo:hi] = cache.digests[lo:hi]  # after: a kill in between extracts the changed rows again
 
         # Two host blocks: the writer writes one while the next chunk is computed into the other.
         blocks = [{layer: torch.empty((chunk, dims[layer]), dtype=torch.float32, pin_memory=pin) for layer in layers}
@@ -272,12 +300,12 @@ def extract_features(
                    smoothing=0.1)
         with ThreadPoolExecutor(1, thread_name_prefix="nsdflow-write") as writer:
             try:
-                for i, (c, lo, hi, pixels) in enumerate(prefetch(load, todo, depth=2, threads=readers)):
+                for i, (c, lo, hi, rows, pixels) in enumerate(prefetch(load, todo, depth=2, threads=readers)):
                     slot = i % 2
                     if pending[slot] is not None:
                         pending[slot].result()  # its previous block is written: reuse it
                     block = blocks[slot]
-                    for s in range(0, hi - lo, batch_size):
+                    for s in range(0, len(pixels), batch_size):
                         feats = runner(pixels[s : s + batch_size])
                         for layer in layers:
                             block[layer][s : s + len(feats[layer])].copy_(feats[layer], non_blocking=True)
@@ -286,7 +314,7 @@ def extract_features(
                     if dev.type == "cuda":
                         ready = torch.cuda.Event()
                         ready.record()
-                    pending[slot] = writer.submit(write, c, lo, hi, block, ready)
+                    pending[slot] = writer.submit(write, c, lo, hi, rows, block, ready)
             finally:
                 for fut in pending:
                     if fut is not None:

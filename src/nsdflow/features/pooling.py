@@ -23,7 +23,8 @@ import re
 import torch
 import torch.nn.functional as F
 
-POOL_RE = re.compile(r"^(cls|mean|full|avg([1-9][0-9]*))$")
+#: The pooling names (the schema's pattern for ``pool`` is this one, tested).
+POOL_RE = re.compile(r"^(cls|mean|full|avg[1-9][0-9]*)$")
 
 
 class PoolingError(ValueError):

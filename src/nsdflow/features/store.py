@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import lookup_rows
 from .chunks import missing_chunks
+from .images import lookup_rows
 
 
 class FeatureStore:

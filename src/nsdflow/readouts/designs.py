@@ -3,7 +3,7 @@
 Each design is built for the two folds of a subject (``val``: fit on the fit images, predict
 the held-out validation images; ``test``: fit on all training images, predict the test
 images) from the feature set's ``X_fit`` / ``X_pred`` of that fold, and stored as arrays named
-``<fold>.<name>`` in one uncompressed ``.npz`` that fit jobs memory-map (:func:`open_npz`).
+``<fold>.<name>`` in one uncompressed ``.npz`` that fit jobs memory-map (:func:`nsdflow.io.open_npz`).
 
 ``decomposition`` (ridge, pca_linear)
     ``U`` (n, k), ``s`` (k,), ``P`` (m, k) = the prediction rows projected on the
@@ -15,14 +15,18 @@ images) from the feature set's ``X_fit`` / ``X_pred`` of that fold, and stored a
 
 from __future__ import annotations
 
-import struct
-import zipfile
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..io import open_npz, read_json, save_npz
 from . import ridge
+from .backend import get_backend
+
+log = logging.getLogger(__name__)
 
 DESIGN_KINDS = ("decomposition", "matrix")
 
@@ -69,33 +73,40 @@ def fold_arrays(design: dict[str, np.ndarray], fold: str) -> dict[str, np.ndarra
     return {k[len(prefix):]: v for k, v in design.items() if k.startswith(prefix)}
 
 
-def open_npz(path: str | Path, mmap_min_bytes: int = 1 << 16) -> dict[str, np.ndarray]:
-    """The arrays of an uncompressed ``.npz`` (as ``np.savez`` writes), large ones memory-mapped.
+def build_design_file(
+    spec: dict[str, Any],
+    kind: str,
+    params: dict[str, Any],
+    summary_path,
+    split_path,
+    stores: dict[str, str | Path],
+    out,
+    pca_path=None,
+    backend: str = "numpy",
+) -> None:
+    """One design (``kind`` with ``params``) of a feature set for both folds of one subject."""
+    t0 = time.time()
+    summary, split = read_json(summary_path), read_json(split_path)
+    from .featuresets import FOLDS
 
-    ``np.load`` reads every member of a zip into memory; fit jobs instead map the big arrays of
-    a shared design (a Gram-method ``U`` of 10,000 x 10,000 images is 400 MB), so that parallel
-    jobs share the page cache instead of each holding a copy. Compressed members are read.
-    """
-    path = Path(path)
-    out: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
-        for info in zf.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            if info.compress_type != zipfile.ZIP_STORED or info.file_size < mmap_min_bytes:
-                with zf.open(info) as member:
-                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
-                continue
-            fh.seek(info.header_offset)
-            header = fh.read(30)
-            if header[:4] != b"PK\x03\x04":
-                raise ValueError(f"{path}: member {info.filename} has no local zip header")
-            name_len, extra_len = struct.unpack("<HH", header[26:30])
-            fh.seek(info.header_offset + 30 + name_len + extra_len)
-            version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
-                                     else np.lib.format.read_array_header_2_0(fh))
-            if dtype.hasobject:
-                raise ValueError(f"{path}: member {info.filename} holds Python objects")
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
-                                  order="F" if fortran else "C")
-    return out
+    if spec.get("pca"):
+        if pca_path is None:
+            raise ValueError("this feature set has a PCA: pass its output (--pca)")
+        from .featuresets import pca_folds
+
+        folds = pca_folds(open_npz(pca_path))
+    else:
+        from .featuresets import load_folds
+
+        folds = load_folds(spec, summary, split, stores)
+    xp = get_backend(backend) if kind == "decomposition" else None
+    arrays: dict[str, np.ndarray] = {"fit_rows": np.asarray(split["fit"]), "val_rows": np.asarray(split["val"]),
+                                     "n_test": np.array(len(summary["test_nsd_ids"]))}
+    for fold in FOLDS:
+        X_fit, X_pred = folds[fold]
+        for key, value in build_design(kind, params, X_fit, X_pred, xp).items():
+            arrays[f"{fold}.{key}"] = value
+    save_npz(out, **arrays)
+    shape = folds["test"][0].shape
+    method = f" ({arrays['test.method']})" if "test.method" in arrays else ""
+    log.info("design %s%s: %d training images x %d features, %.1f s", kind, method, shape[0], shape[1], time.time() - t0)

@@ -19,9 +19,17 @@ with many members and small regions); its test scores, where the test responses 
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..io import atomic_write_json, open_npz, read_json, save_npz
+from .regions import load_region_labels
+
+log = logging.getLogger(__name__)
 
 METHODS = ("best", "mean", "weighted")
 BIAS_NOTE = ("weights chosen on the validation split: this ensemble's validation scores are optimistic; "
@@ -30,7 +38,7 @@ BIAS_NOTE = ("weights chosen on the validation split: this ensemble's validation
 
 def pearson_columns(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Pearson r per column (float64); 0 where either column is constant."""
-    from ..scoring import pearson_columns as pearson
+    from ..evaluate.scoring import pearson_columns as pearson
 
     return np.nan_to_num(pearson(y, pred), nan=0.0)
 
@@ -104,3 +112,66 @@ def ensemble(
             records.append({"region": region, "n_vertices": n, "model": model, "val_r": float(scores[i, j]),
                             "weight": float(weights[i, j]), "chosen": bool(weights[i, j] > 0)})
     return arrays, records
+
+
+def build_ensemble(
+    name: str,
+    method: str,
+    members: dict[str, str | Path],
+    data_root,
+    subject: str,
+    hemi: str,
+    regions_path,
+    split_path,
+    out,
+    out_selection,
+) -> list[dict[str, Any]]:
+    """Combine members' merged predictions per region (see :mod:`.ensembles`); write the
+    ensemble's predictions like a model's (``val_pred``, ``test_pred``) and its selection (JSON)."""
+    from ..data.read import load_fmri
+    from .ensembles import BIAS_NOTE, ensemble
+
+    split = read_json(split_path)
+    labels = load_region_labels(regions_path)
+    fmri = load_fmri(data_root, subject, hemi)
+    y_val = np.asarray(fmri[np.asarray(split["val"])], dtype=np.float32)
+    preds = {m: open_npz(path) for m, path in members.items()}
+    for m, p in preds.items():
+        if p["val_pred"].shape != y_val.shape:
+            raise ValueError(f"{members[m]}: val_pred is {p['val_pred'].shape}, the validation responses "
+                             f"{y_val.shape}; rerun model {m}")
+    arrays, records = ensemble(list(members), method, y_val, preds, labels)
+    save_npz(out, **arrays)
+    for rec in records:
+        rec.update(ensemble=name, method=method, subject=subject, hemi=hemi)
+    atomic_write_json(out_selection, {"ensemble": name, "method": method, "subject": subject, "hemi": hemi,
+                                      "note": BIAS_NOTE, "records": records})
+    chosen = [rec for rec in records if rec["chosen"]]
+    log.info("%s %s %s (%s): %d regions; %s", subject, hemi, name, method, len({r["region"] for r in records}),
+             ", ".join(f"{r['region']}: {r['model']} ({r['weight']:.2f})" for r in chosen[:12]))
+    return records
+
+
+def selection_table(paths: list[str | Path], outdir) -> "Any":
+    """Gather ensembles' selections into one tidy table, written as ``selection.csv`` / ``.parquet``.
+
+    One row per ensemble, subject, hemisphere, region and member model: ``method``,
+    ``n_vertices``, ``val_r`` (the member's mean validation r there), ``weight``, ``chosen``,
+    ``selected_on`` (always ``val``) and ``note`` (the selection-bias caveat).
+    """
+    import pandas as pd
+
+    from ..io import save_table
+
+    rows = []
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        rows.extend(doc["records"])
+    cols = ["ensemble", "method", "subject", "hemi", "region", "n_vertices", "model", "val_r", "weight", "chosen"]
+    table = pd.DataFrame(rows, columns=cols)
+    table["selected_on"] = "val"
+    table["note"] = BIAS_NOTE
+    outdir = Path(outdir)
+    for ext in ("csv", "parquet"):
+        save_table(table, outdir / f"selection.{ext}")
+    return table

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..io import read_json, save_npz
 from .ridge import standardize_fit
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class FeatureReader:
     """Reads a feature set's raw (concatenated, not standardised) rows for given NSD ids."""
 
     def __init__(self, features: list[str], stores: dict[str, str | Path]):
-        from ..features.store import FeatureStore  # zarr: imported only where features are read
+        from ..features.store import (
+            FeatureStore,  # zarr: imported only where features are read
+        )
 
         self.features = list(features)
         self._stores: dict[str, Any] = {}
@@ -215,3 +218,14 @@ def pca_folds(arrays: dict[str, np.ndarray]) -> dict[str, tuple]:
     """``{fold: (X_fit, X_pred)}`` from :func:`fit_pca`'s arrays (the PCA output is used as it is)."""
     return {fold: (np.asarray(arrays[f"{fold}.X_fit"], np.float32), np.asarray(arrays[f"{fold}.X_pred"], np.float32))
             for fold in FOLDS}
+
+
+def build_pca(spec: dict[str, Any], summary_path, split_path, stores: dict[str, str | Path], out) -> None:
+    """The PCA of a feature set for one subject's two folds (see :func:`.featuresets.fit_pca`)."""
+    from .featuresets import fit_pca
+
+    summary, split = read_json(summary_path), read_json(split_path)
+    arrays = fit_pca(spec, summary, split, stores)
+    arrays["fit_rows"] = np.asarray(split["fit"])
+    arrays["val_rows"] = np.asarray(split["val"])
+    save_npz(out, **arrays)

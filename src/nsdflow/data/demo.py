@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_json, save_npy
+from ..io import atomic_write_json, save_npy
 from .layout import (
     FSAVERAGE5_N_VERTICES,
     FSAVERAGE_N_VERTICES,
@@ -520,6 +520,7 @@ def generate(root: str | Path, withheld: str | Path, cfg: DemoConfig = DemoConfi
             save_npy(held.test_fmri(hemi), fmri[n_tr:].astype(np.float32))
             save_npy(held.test_signal(hemi), signal[n_tr:].astype(np.float32))
             save_npy(held.noise_ceiling(hemi), nc.astype(np.float32))
+            save_npy(held.prf(hemi), np.stack([tuning["cx"], tuning["cy"], tuning["size"]], axis=1).astype(np.float32))
             all_vertices = np.zeros(FSAVERAGE_N_VERTICES, dtype=np.int32)
             all_vertices[layout.fsaverage_vertices] = 1
             save_npy(paths.fsaverage_vertices(hemi), all_vertices)
@@ -542,6 +543,27 @@ def generate(root: str | Path, withheld: str | Path, cfg: DemoConfig = DemoConfi
     atomic_write_json(withheld / "demo_manifest.json", manifest)
     log.info("demo: %d subjects, %d unique images -> %s", cfg.n_subjects, len(all_ids), root)
     return manifest
+
+
+MARKER = ".nsdflow-demo"
+
+
+def write_demo(root: str | Path, withheld: str | Path, cfg: DemoConfig = DemoConfig()) -> dict:
+    """:func:`generate` into folders that hold nothing or an earlier demo (never a user's data).
+
+    A folder not written by the demo (no marker file) is refused, not overwritten; an earlier
+    demo is removed first, so that a smaller demo config leaves no stale subjects behind.
+    """
+    import shutil
+
+    for folder in (Path(root), Path(withheld)):
+        if folder.exists() and any(folder.iterdir()):
+            if not (folder / MARKER).exists():
+                raise ValueError(f"{folder} exists and was not written by `nsdflow demo`; refusing to overwrite it")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARKER).touch()
+    return generate(root, withheld, cfg)
 
 
 def load_manifest(withheld: str | Path) -> dict:

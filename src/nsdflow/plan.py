@@ -1,57 +1,27 @@
-"""What the Snakefile needs to know before any job runs, computed from the validated config.
+"""The plan: what the Snakefile needs to know before any job runs, resolved from the validated config.
 
-Kept out of the ``.smk`` files so that it is importable and unit-tested: the subjects, the
-regions, the JSON specs that rules pass to the CLI, cross-checks between sections of the config
-(a model naming a layer its backbone does not store, say), and the code version of each stage.
-
-Snakemake reruns a job when its ``params`` change, but it cannot see code imported from a
-package; each rule therefore carries ``code=<hash of its stage's modules>`` among its params,
-so editing the readout code reruns the readouts and not the extraction.
+Kept out of the ``.smk`` files so that it is importable and unit-tested: the subjects and
+regions, each model's readout, feature set, design and fit jobs, the ensembles, and the
+cross-checks between sections of the config (a model naming a layer its backbone does not
+store, say), each raised as a :class:`ConfigError` naming the key. :mod:`nsdflow.dag` builds each
+rule's inputs and its rerun key from this plan.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError  # noqa: F401 - re-exported: the error of make_plan
-from .data import DataError, list_subjects
-from .layout import ROI_CLASSES, SubjectPaths, subject_name
-from .regions import region_names
+from . import results
+from .config import ConfigError
+from .data.layout import ROI_CLASSES, subject_name
+from .data.read import DataError, list_subjects
+from .readouts.regions import region_names
+from .results import HEMISPHERE_UNIT
 
-PACKAGE = Path(__file__).resolve().parent
-
-#: The modules each stage's results depend on (relative to the package). ``features/preflight.py`` is
-#: deliberately absent: the preflight only checks, and as its output is an input of every extraction
-#: job, rerunning it after an edit would rerun the extraction and everything after it.
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "demo": ("demo.py", "surface.py", "layout.py"),
-    "data": ("data.py", "layout.py"),
-    "images": ("images.py", "features/chunks.py"),
-    "features": ("images.py", "features/backbones.py", "features/pooling.py", "features/extract.py",
-                 "features/chunks.py", "features/combine.py"),
-    "readouts": ("split.py", "regions.py", "features/store.py", "readouts/__init__.py", "readouts/ridge.py",
-                 "readouts/pipeline.py", "readouts/backend.py", "readouts/designs.py", "readouts/featuresets.py",
-                 "readouts/torch_models.py", "readouts/ensembles.py"),
-    "evaluate": ("evaluate.py", "scoring.py"),
-    "summary": ("evaluate.py", "scoring.py", "report.py"),
-    "plots": ("plots.py", "brainmap.py"),
-    "report": ("report.py",),
-    "submission": ("submission.py",),
-}
-
-
-def code_version(stage: str) -> str:
-    """Short hash of the source of one stage's modules."""
-    h = hashlib.sha256()
-    for rel in STAGE_CODE[stage]:
-        h.update(rel.encode())
-        h.update((PACKAGE / rel).read_bytes())
-    return h.hexdigest()[:12]
+__all__ = ["ConfigError", "Plan", "canonical", "make_plan"]
 
 
 def canonical(obj: Any) -> str:
@@ -82,6 +52,8 @@ class Plan:
     #: The readouts section: backend, threads.
     readout_settings: dict[str, Any] = field(default_factory=dict)
     shards: int = 1  # extraction.shards: extraction jobs per backbone
+    #: The whole config, defaults filled in (the DAG reads the sections no method resolves).
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scored_models(self) -> list[str]:
@@ -95,14 +67,10 @@ class Plan:
     def backbone_spec(self, name: str) -> str:
         return canonical(self.backbones[name])
 
-    def shard_manifests(self, backbone: str) -> list[str]:
-        """The manifests of a backbone's extraction shards, which its combined manifest needs."""
-        return [f"results/features/{backbone}.shards/{k}-of-{self.shards}.json" for k in range(self.shards)]
-
-    def weights_files(self, backbone: str) -> list[str]:
-        """A backbone's local checkpoint, if any: an input of its extraction (replacing it reruns it)."""
+    def weights_file(self, backbone: str) -> str | None:
+        """A backbone's local checkpoint, if it has one."""
         w = self.backbones[backbone]["weights"]
-        return [str(Path(w["path"]).expanduser())] if w["init"] == "checkpoint" and w.get("path") else []
+        return str(Path(w["path"]).expanduser()) if w["init"] == "checkpoint" and w.get("path") else None
 
     def model_featureset(self, model: str) -> str:
         """The id of the model's feature set (results/designs/<id>/...)."""
@@ -132,12 +100,10 @@ class Plan:
 
     def fit_spec(self, model: str) -> str:
         mp = self.model_plans[model]
-        return canonical({"readout": mp["readout"], "params": mp["params"]})
+        return canonical({"readout": mp["readout"], "class": mp["class"], "params": mp["params"]})
 
     def fit_units(self, model: str) -> list[str]:
         """The fit jobs of one subject and hemisphere: every region, or one ``hemisphere`` job."""
-        from .readouts.pipeline import HEMISPHERE_UNIT
-
         return [HEMISPHERE_UNIT] if self.model_plans[model]["fit_jobs"] == "hemisphere" else list(self.regions)
 
     def fit_backend(self, model: str) -> str:
@@ -154,7 +120,7 @@ class Plan:
         return 1 if self.model_plans[model]["fit_jobs"] == "region" else int(self.readout_settings.get("threads", 2))
 
 
-def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_withheld: str = "results/demo/withheld") -> Plan:
+def make_plan(config: dict, demo_root: str = results.DEMO_ROOT, demo_withheld: str = results.DEMO_WITHHELD) -> Plan:
     """Resolve and cross-check a schema-validated config."""
     warnings: list[str] = []
     data = config.get("data", {})
@@ -223,7 +189,7 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
             raise ConfigError(f"images.hdf5: {images['hdf5']} does not exist; point it at NSD's nsd_stimuli.hdf5, "
                               "or set images.source: png")
     if (config.get("plots") or {}).get("split") == "test" and not demo:
-        from .layout import WithheldPaths
+        from .data.layout import WithheldPaths
 
         lacking = [s for s in subjects if not withheld or not WithheldPaths(withheld, s).test_fmri("lh").is_file()]
         if lacking:
@@ -243,6 +209,7 @@ def make_plan(config: dict, demo_root: str = "results/demo/algonauts", demo_with
         model_plans=model_plans, ensembles=ensembles,
         shards=int((config.get("extraction") or {}).get("shards", 1)),
         readout_settings={"backend": "auto", "threads": 2, **(config.get("readouts") or {})},
+        config=config,
     )
 
 
@@ -252,9 +219,9 @@ def plan_readouts(models: dict[str, dict]) -> tuple[dict, dict, dict]:
     Models with the same features, standardisation and PCA share a feature set (one PCA per
     subject); models whose readouts need the same design of it share that design.
     """
-    from .readouts import get_readout
     from .readouts.designs import design_name
     from .readouts.featuresets import featureset_id, featureset_spec
+    from .readouts.registry import get_readout, readout_path
 
     feature_sets: dict[str, dict] = {}
     designs: dict[tuple[str, str], dict] = {}
@@ -278,7 +245,8 @@ def plan_readouts(models: dict[str, dict]) -> tuple[dict, dict, dict]:
         dname = design_name(r.design, dparams)
         designs[(fs, dname)] = {"kind": r.design, "params": dparams}
         fit_jobs = m.get("fit_jobs") or "auto"
-        model_plans[name] = {"readout": m["readout"], "params": params, "featureset": fs, "design": dname,
+        model_plans[name] = {"readout": m["readout"], "class": readout_path(m["readout"]), "params": params,
+                             "featureset": fs, "design": dname,
                              "fit_jobs": r.default_fit_jobs if fit_jobs == "auto" else fit_jobs}
     return feature_sets, designs, model_plans
 
@@ -299,77 +267,3 @@ def plan_ensembles(ensembles: dict[str, dict], models: dict[str, dict]) -> dict[
             raise ConfigError(f"ensembles.{name}.models: a model is listed twice")
         out[name] = {"models": members, "method": e.get("method", "best")}
     return out
-
-
-#: Snakemake's --max-checksum-file-size default: it records the checksum of each input file up to
-#: this size when a job finishes, and a later run skips an input that is newer than the job's
-#: outputs but has the same checksum. Larger files and folders are judged by their time alone.
-CHECKSUM_MAX_BYTES = 1_000_000
-
-#: The fingerprint of a large data file reads this many blocks of this size, evenly spread.
-FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_BYTES = 16, 1 << 16
-
-
-def _data_files(plan: Plan, subject: str) -> list[Path]:
-    p = SubjectPaths(plan.data_root, subject)
-    files = [p.fmri(h) for h in ("lh", "rh")]
-    if p.roi_dir.is_dir():
-        files += sorted(f for f in p.roi_dir.iterdir() if f.suffix == ".npy")
-    return [f for f in files if f.is_file()]
-
-
-def data_inputs(plan: Plan, subject: str) -> list[str]:
-    """The small files of a subject of a real data root (ROI masks, mappings) as Snakemake inputs.
-
-    Snakemake checksums them, so copying or touching the data root reruns nothing while a changed
-    mask reruns the subject's validation and everything after it. The large files (fMRI) and the
-    image folders enter the ``validate_data`` job through :func:`data_fingerprint` instead: as
-    inputs, a new modification time alone (a copy, ``touch``, a restore from backup) would rerun
-    the whole pipeline, extraction included.
-    """
-    if plan.demo:
-        return []
-    return [str(f) for f in _data_files(plan, subject) if f.stat().st_size <= CHECKSUM_MAX_BYTES]
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """Size and sampled content of a (large) file: the first, the last and evenly spread blocks.
-
-    Reads at most ``FINGERPRINT_BLOCKS`` x 64 KiB, whatever the size, and never the file's time.
-    A different file of the same size (another release of the data, a re-exported array) shows;
-    an edit confined to bytes between the sampled blocks would not.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        last = max(size - FINGERPRINT_BLOCK_BYTES, 0)
-        for k in range(FINGERPRINT_BLOCKS):
-            f.seek(last * k // (FINGERPRINT_BLOCKS - 1))
-            h.update(f.read(FINGERPRINT_BLOCK_BYTES))
-    return h.hexdigest()[:16]
-
-
-def data_fingerprint(plan: Plan, subject: str) -> str:
-    """What the checksummed inputs of :func:`data_inputs` leave out, as one short hash.
-
-    The fingerprint of each file over the checksum size (fMRI) and the names of the images of both
-    splits (their sizes would cost a stat each, 0.8 s for the 80,000 images of the real data, and
-    an image replaced under its own name is not a change the challenge data makes). A
-    ``validate_data`` param: when it changes, the subject is validated again and everything after
-    it reruns; file times play no part.
-    """
-    if plan.demo:
-        return ""
-    p = SubjectPaths(plan.data_root, subject)
-    h = hashlib.sha256()
-    for f in _data_files(plan, subject):
-        if f.stat().st_size > CHECKSUM_MAX_BYTES:
-            h.update(f"{f.name}:{file_fingerprint(f)}\n".encode())
-    for split in ("train", "test"):
-        folder = p.images_dir(split)
-        if folder.is_dir():
-            with os.scandir(folder) as entries:
-                listing = sorted(e.name for e in entries)
-            h.update(f"{split}:{listing}\n".encode())
-    return h.hexdigest()[:16]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -25,10 +24,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import DataError, Problem, image_path, list_images
-from .features.chunks import chunk_rows, mark_done, missing_chunks, n_chunks, open_store
-from .io import atomic_write_json
-from .layout import SPLITS, subject_name
+from ..data.layout import SPLITS, subject_name
+from ..data.read import DataError, Problem, image_path, list_images
+from ..io import atomic_write_json
+from .chunks import (
+    chunk_rows,
+    done_chunks,
+    mark_done,
+    missing_chunks,
+    n_chunks,
+    open_store,
+    stale_rows,
+    unmark_done,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: Image sources of the cache (``images.source`` in the config).
 SOURCES = ("png", "hdf5")
+#: Bumped when the cache's layout changes (a cache of another format is rebuilt).
+CACHE_FORMAT = 2
 #: Fewer images than this per worker process are decoded in fewer processes: starting a
 #: process (and importing numpy, zarr, PIL in it) costs about as much as decoding 200 images.
 MIN_IMAGES_PER_WORKER = 200
@@ -127,9 +137,22 @@ class PngSource:
     def subset(self, start: int, stop: int) -> "PngSource":
         return PngSource(self.paths[start:stop])
 
+    def take(self, rows) -> "PngSource":
+        return PngSource(tuple(self.paths[int(r)] for r in rows))
+
     def read(self, size: int | None) -> np.ndarray:
         """Every image of the source as (n, size, size, 3) uint8 (size None: their own)."""
         return np.stack([decode_image(p, size) for p in self.paths])
+
+    def digests(self) -> np.ndarray:
+        """Each image's content digest (uint64: the first 8 bytes of its file's SHA-256), from
+        the digests the DAG keeps (:mod:`nsdflow.digests`): a stat per file when they are known."""
+        from ..digests import DigestCache
+
+        cache = DigestCache()
+        out = np.array([int(cache.digest(p)[:16], 16) for p in self.paths], dtype=np.uint64)
+        cache.save()
+        return out
 
     def identity(self) -> dict:
         return {"source": "png"}
@@ -158,6 +181,13 @@ class Hdf5Source:
     def subset(self, start: int, stop: int) -> "Hdf5Source":
         return Hdf5Source(self.path, self.dataset, self.nsd_ids[start:stop], self.base)
 
+    def take(self, rows) -> "Hdf5Source":
+        return Hdf5Source(self.path, self.dataset, tuple(self.nsd_ids[int(r)] for r in rows), self.base)
+
+    def digests(self) -> np.ndarray:
+        """No per-image digests: the file's own content digest is part of the cache's identity."""
+        return np.zeros(len(self.nsd_ids), dtype=np.uint64)
+
     def read(self, size: int) -> np.ndarray:
         """Every image of the source as (n, size, size, 3) uint8."""
         data = self._data()
@@ -174,9 +204,13 @@ class Hdf5Source:
         return np.stack(out)
 
     def identity(self) -> dict:
-        st = os.stat(self.path)
+        from ..digests import DigestCache
+
+        cache = DigestCache()
+        sha256 = cache.digest(self.path)
+        cache.save()
         return {"source": "hdf5", "path": str(Path(self.path).resolve()), "dataset": self.dataset,
-                "bytes": st.st_size, "index_base": self.base}
+                "sha256": sha256, "index_base": self.base}
 
 
 def open_hdf5_images(path: str | Path, dataset: str = "imgBrick"):
@@ -270,17 +304,22 @@ def _ids_digest(nsd_ids: np.ndarray) -> str:
 _OPEN_ARRAYS: dict[str, object] = {}
 
 
-def _fill_chunk(job: tuple) -> int:
-    """Decode chunk ``c`` of the cache and write it, then mark it done (runs in a worker process)."""
+def _fill_chunk(job: tuple) -> tuple[int, int]:
+    """Decode rows ``rows`` of chunk ``c`` (all of them when None) and write them, then mark the
+    chunk done (runs in a worker process). Returns ``(c, rows decoded)``."""
     import zarr
 
-    store, c, start, stop, source, size = job
+    store, c, start, stop, source, size, rows = job
     if store not in _OPEN_ARRAYS:
         _OPEN_ARRAYS[store] = zarr.open_array(Path(store) / "pixels", mode="r+")
-    block = source.read(size)
-    _OPEN_ARRAYS[store][start:stop] = block
+    if rows is None:
+        _OPEN_ARRAYS[store][start:stop] = source.read(size)
+    else:
+        block = source.read(size)
+        for i, r in enumerate(rows):
+            _OPEN_ARRAYS[store][start + r] = block[i]
     mark_done(store, c)
-    return stop - start
+    return c, stop - start if rows is None else len(rows)
 
 
 def build_image_cache(
@@ -336,29 +375,48 @@ def build_image_cache(
         data = open_hdf5_images(hdf5, hdf5_dataset)
         size = int(data.shape[1])
         data.file.close()
-    spec = {"nsd_ids_sha256": _ids_digest(nsd_ids), "n_images": n, "size": size, "chunk": chunk,
-            "compression": compression, **src.identity()}
+    spec = {"format": CACHE_FORMAT, "nsd_ids_sha256": _ids_digest(nsd_ids), "n_images": n, "size": size,
+            "chunk": chunk, "compression": compression, **src.identity()}
+    digests = src.digests()
 
     def create(group) -> None:
         group.create_array("pixels", shape=(n, size, size, 3), chunks=(chunk, size, size, 3), dtype="uint8",
                            fill_value=0, compressors=None if compression == "none" else "auto")
+        group.create_array("digests", shape=(n,), chunks=(chunk,), dtype="uint64", fill_value=0)
         group.create_array("nsd_ids", data=nsd_ids, chunks=(n,))  # last: marks the store as created
 
-    with open_store(store, spec, create):
+    with open_store(store, spec, create) as (group, _):
         _OPEN_ARRAYS.pop(str(store), None)  # the store may have been rebuilt since this process opened it
         todo = missing_chunks(store, n, chunk)
-        n_todo = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] for c in todo)
+        changed = stale_rows(group["digests"][:], digests, chunk, done_chunks(store))
         if len(todo) < n_chunks(n, chunk):
             log.info("resuming: %d of %d chunks already cached", n_chunks(n, chunk) - len(todo), n_chunks(n, chunk))
+        if changed:
+            n_changed = sum(len(r) for r in changed.values())
+            log.info("%d of %d images changed: decoded again (in %d chunks)", n_changed, n, len(changed))
+            for c in changed:
+                unmark_done(store, c)
         # Each job carries only its own rows' paths or ids, so nothing large is pickled per chunk.
-        jobs = [(str(store), c, *chunk_rows(c, chunk, n), src.subset(*chunk_rows(c, chunk, n)), size) for c in todo]
+        jobs = [(str(store), c, *chunk_rows(c, chunk, n), src.subset(*chunk_rows(c, chunk, n)), size, None)
+                for c in todo]
+        jobs += [(str(store), c, *chunk_rows(c, chunk, n), src.take([chunk_rows(c, chunk, n)[0] + r for r in rows]),
+                  size, rows) for c, rows in sorted(changed.items())]
+        n_todo = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] for c in todo) + \
+            sum(len(r) for r in changed.values())
         t0 = time.time()
         bar = tqdm(total=n, initial=n - n_todo, desc=f"caching images ({source})", unit="img", mininterval=2,
                    smoothing=0.1)
+
+        def finished(result: tuple[int, int]) -> None:
+            c, count = result
+            lo, hi = chunk_rows(c, chunk, n)
+            group["digests"][lo:hi] = digests[lo:hi]  # after the chunk is done: a kill before redoes its rows
+            bar.update(count)
+
         workers = max(1, min(int(workers), len(jobs), n_todo // MIN_IMAGES_PER_WORKER))
         if workers == 1:
             for job in jobs:
-                bar.update(_fill_chunk(job))
+                finished(_fill_chunk(job))
         else:
             import multiprocessing
 
@@ -369,11 +427,11 @@ def build_image_cache(
                 for job in queue:
                     pending.add(pool.submit(_fill_chunk, job))
                     if len(pending) >= 2 * workers:  # bounded: at most two chunks per worker in flight
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            bar.update(fut.result())
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            finished(fut.result())
                 for fut in pending:
-                    bar.update(fut.result())
+                    finished(fut.result())
     bar.close()
     elapsed = time.time() - t0
     missing = missing_chunks(store, n, chunk)
@@ -397,6 +455,8 @@ class ImageCache:
         group = zarr.open_group(self.store, mode="r")
         self.pixels = group["pixels"]
         self.nsd_ids = group["nsd_ids"][:]
+        #: Each image's content digest: a feature store records the digests it was computed from.
+        self.digests = group["digests"][:]
         self.spec = dict(group.attrs["nsdflow_spec"])
         missing = missing_chunks(self.store, len(self.nsd_ids), self.spec["chunk"])
         if missing:
@@ -408,6 +468,10 @@ class ImageCache:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Images ``[start, stop)`` as (n, S, S, 3) uint8."""
         return np.asarray(self.pixels[start:stop])
+
+    def take(self, rows) -> np.ndarray:
+        """Images at ``rows`` (ascending) as (n, S, S, 3) uint8."""
+        return np.asarray(self.pixels.get_orthogonal_selection((np.asarray(rows, dtype=np.int64),)))
 
     def rows(self, nsd_ids) -> np.ndarray:
         """Positions of ``nsd_ids`` in the cache; raises KeyError for an id it lacks."""

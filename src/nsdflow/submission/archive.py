@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, list_images, list_subjects, load_fmri
-from .io import atomic_path
-from .layout import HEMISPHERES, REAL_COUNTS
+from ..data.layout import HEMISPHERES, REAL_COUNTS
+from ..data.read import DataError, list_images, list_subjects, load_fmri
+from ..io import atomic_path
 
 MAX_BYTES = 300 * 1024 * 1024
 ENTRY_RE = re.compile(r"^(subj\d{2})/([lr]h)_pred_test\.npy$")

@@ -99,3 +99,42 @@ def challenge_score(r_list, nc_list) -> float:
     """The leaderboard number: mean noise-normalised score over all vertices of all hemispheres."""
     scores = [noise_normalized_score(r, nc) for r, nc in zip(r_list, nc_list)]
     return float(np.concatenate(scores).mean())
+
+
+def chance_score(y: np.ndarray, pred: np.ndarray, nc: np.ndarray, n_perm: int = 10, seed: int = 0) -> np.ndarray:
+    """Per-vertex noise-normalised score of predictions matched to the wrong images.
+
+    The score squares positive correlations, so with few images even an unrelated prediction
+    scores well above 0 (about 100 / (2 (n - 1) NC) per vertex); this is that floor, averaged
+    over ``n_perm`` shuffles of the predictions' rows, to read a model's score against.
+    """
+    rng = np.random.default_rng(seed)
+    total = np.zeros(y.shape[1])
+    for _ in range(n_perm):
+        total += noise_normalized_score(pearson_columns(y, pred[rng.permutation(len(pred))]), nc)
+    return total / n_perm
+
+
+def score_arrays(y_true: np.ndarray, y_pred: np.ndarray, noise_ceiling: np.ndarray | None = None,
+                 per_vertex: str | None = None) -> dict:
+    """``nsdflow score``: Pearson r of every vertex and, with noise ceilings, the challenge score.
+
+    Returns a JSON-able dict: ``n_images``, ``n_vertices``, ``mean_r``, ``median_r``,
+    ``n_constant`` (vertices whose r is undefined, counted as 0) and, with ``noise_ceiling``,
+    ``noise_ceiling_unit`` and ``score``. ``per_vertex``: also save per-vertex r there (.npy).
+    """
+    r = pearson_columns(y_true, y_pred)
+    out = {"n_images": int(np.asarray(y_true).shape[0]), "n_vertices": int(r.size),
+           "mean_r": float(np.nan_to_num(r).mean()), "median_r": float(np.median(np.nan_to_num(r))),
+           "n_constant": int(np.isnan(r).sum())}
+    if noise_ceiling is not None:
+        nc, unit = noise_ceiling_fraction(noise_ceiling)
+        if nc.shape != r.shape:
+            raise ValueError(f"{nc.size} noise ceilings for {r.size} vertices")
+        out["noise_ceiling_unit"] = unit
+        out["score"] = float(noise_normalized_score(r, nc).mean())
+    if per_vertex:
+        from ..io import save_npy
+
+        save_npy(per_vertex, r)
+    return out

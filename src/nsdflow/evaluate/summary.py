@@ -1,4 +1,4 @@
-"""Merge region predictions into hemispheres, score them per vertex, and summarise the scores.
+"""Summarise per-vertex scores into the leaderboard's tables.
 
 Tables are tidy (one row per model, split, subject, hemisphere, ROI) and written as CSV and
 Parquet, so that ``pd.read_csv("results/scores/summary.csv")`` is all a researcher needs.
@@ -12,117 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import load_fmri, load_withheld
-from .io import load_npz, read_json, save_npz, save_table
-from .layout import ROI_CLASSES, UNKNOWN
-from .regions import load_region_table
-from .scoring import noise_ceiling_fraction, noise_normalized_score, pearson_columns
+from ..data.layout import ROI_CLASSES, UNKNOWN
+from ..io import save_table
 
 log = logging.getLogger(__name__)
 
 SPLIT_LABELS = {"val": "validation (held-out training images)", "test": "test (withheld responses)"}
 
-
-# ----------------------------------------------------------------------------- merge
-
-
-def merge_predictions(fit_paths: list[str | Path], n_vertices: int, out: str | Path) -> None:
-    """Assemble region fits into full-hemisphere arrays in vertex order; every vertex exactly once."""
-    cover = np.zeros(n_vertices, dtype=np.int64)
-    merged: dict[str, np.ndarray] = {}
-    for path in fit_paths:
-        fit = load_npz(path)
-        v = fit["vertices"]
-        if v.size and (v.min() < 0 or v.max() >= n_vertices):
-            raise ValueError(f"{path}: vertex indices outside 0..{n_vertices - 1}")
-        cover[v] += 1
-        for key, value in fit.items():
-            if key == "vertices":
-                continue
-            if key not in merged:
-                shape = (value.shape[0], n_vertices) if value.ndim == 2 else (n_vertices,)
-                merged[key] = np.full(shape, np.nan, dtype=np.float32 if value.ndim == 2 else np.float64)
-            if value.ndim == 2:
-                merged[key][:, v] = value
-            else:
-                merged[key][v] = value
-    missing, doubled = np.flatnonzero(cover == 0), np.flatnonzero(cover > 1)
-    if missing.size or doubled.size:
-        raise ValueError(f"region fits do not partition the hemisphere: {missing.size} vertices uncovered "
-                         f"(e.g. {missing[:5].tolist()}), {doubled.size} covered twice (e.g. {doubled[:5].tolist()})")
-    for key in ("val_pred", "test_pred"):
-        if key not in merged:
-            raise ValueError(f"no fit provided {key}")
-        if not np.isfinite(merged[key]).all():
-            raise ValueError(f"merged {key} holds non-finite predictions")
-    save_npz(out, **merged)
-
-
-# ----------------------------------------------------------------------------- score
-
-
-def chance_score(y: np.ndarray, pred: np.ndarray, nc: np.ndarray, n_perm: int = 10, seed: int = 0) -> np.ndarray:
-    """Per-vertex noise-normalised score of predictions matched to the wrong images.
-
-    The score squares positive correlations, so with few images even an unrelated prediction
-    scores well above 0 (about 100 / (2 (n - 1) NC) per vertex); this is that floor, averaged
-    over ``n_perm`` shuffles of the predictions' rows, to read a model's score against.
-    """
-    rng = np.random.default_rng(seed)
-    total = np.zeros(y.shape[1])
-    for _ in range(n_perm):
-        total += noise_normalized_score(pearson_columns(y, pred[rng.permutation(len(pred))]), nc)
-    return total / n_perm
-
-
-def score_hemisphere(
-    pred_path: str | Path,
-    data_root: str | Path,
-    withheld_root: str | Path | None,
-    subject: str,
-    hemi: str,
-    regions_path: str | Path,
-    split_path: str | Path,
-    out: str | Path,
-) -> pd.DataFrame:
-    """Per-vertex scores of one model on one hemisphere, written as a Parquet table.
-
-    Columns: ``vertex, region, <one column per ROI class>, r_val, nc, score_val`` and, where the
-    withheld test responses exist (the demo), ``r_test, score_test``.
-    """
-    pred = load_npz(pred_path)
-    split = read_json(split_path)
-    table = load_region_table(regions_path)
-    fmri = load_fmri(data_root, subject, hemi)
-    y_val = np.asarray(fmri[np.asarray(split["val"])], dtype=np.float32)
-    r_val = pearson_columns(y_val, pred["val_pred"])
-    table["r_val"] = r_val
-    nc = load_withheld(withheld_root, subject, hemi, "noise_ceiling") if withheld_root else None
-    if nc is not None:
-        nc, unit = noise_ceiling_fraction(nc, f"{subject} {hemi} noise ceiling")
-        if nc.shape != r_val.shape:
-            raise ValueError(f"{subject} {hemi}: {nc.size} noise ceilings for {r_val.size} vertices")
-        table["nc"] = nc
-        table["score_val"] = noise_normalized_score(r_val, nc)
-        table["chance_val"] = chance_score(y_val, pred["val_pred"], nc)
-    test = load_withheld(withheld_root, subject, hemi, "test_fmri") if withheld_root else None
-    if test is not None:
-        r_test = pearson_columns(test, pred["test_pred"])
-        table["r_test"] = r_test
-        if nc is not None:
-            table["score_test"] = noise_normalized_score(r_test, nc)
-            table["chance_test"] = chance_score(test, pred["test_pred"], nc)
-    if "val.alpha" in pred:
-        table["alpha"] = pred["val.alpha"]
-    n_nan = int(np.isnan(r_val).sum())
-    if n_nan:
-        log.warning("%s %s: %d vertices have a constant prediction or response; their r counts as 0", subject, hemi,
-                    n_nan)
-    save_table(table, out)
-    return table
-
-
-# ----------------------------------------------------------------------------- summarise
 
 
 def _stats(frame: pd.DataFrame, split: str) -> dict:
@@ -319,3 +215,38 @@ def write_summaries(tables: dict[str, pd.DataFrame], outdir: str | Path) -> dict
             save_table(df, path)
             written[f"{name}.{ext}"] = path
     return written
+
+
+LEADERBOARD_NOTE = ("challenge_score: mean over all vertices of all subjects and hemispheres of "
+                    "100*min(max(r,0)^2/NC, 1)")
+
+
+def summarize_files(vertex_tables: dict[tuple[str, str, str], str | Path], classes: list[str] | None,
+                    outdir: str | Path) -> dict[str, pd.DataFrame]:
+    """Summarise per-vertex tables keyed by (model, subject, hemi) into ``outdir``.
+
+    Writes every table of :func:`summarize` as CSV and Parquet, and ``scores.json`` (the
+    leaderboard, the percentiles of r that the brain maps take their colour scale from).
+    """
+    from ..io import atomic_write_json
+
+    vertices = load_vertex_tables(vertex_tables)
+    tables = summarize(vertices, classes)
+    write_summaries(tables, outdir)
+    atomic_write_json(Path(outdir) / "scores.json", {
+        "leaderboard": tables["leaderboard"].to_dict(orient="records"),
+        "r_percentiles": r_percentiles(vertices),
+        "note": LEADERBOARD_NOTE,
+    })
+    return tables
+
+
+def leaderboard_lines(board: pd.DataFrame) -> list[str]:
+    """One line per model and split: mean and median r, and the challenge score against chance."""
+    lines = []
+    for _, row in board.iterrows():
+        score = "" if pd.isna(row["challenge_score"]) else (
+            f", challenge score {row['challenge_score']:.2f} (chance {row['chance_score']:.2f})")
+        lines.append(f"{row['model']} [{row['split']}]: mean r {row['mean_r']:.4f}, "
+                     f"median r {row['median_r']:.4f}{score}")
+    return lines

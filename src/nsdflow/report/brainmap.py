@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import FSAVERAGE5_N_VERTICES, HEMISPHERES
+from ..data.layout import FSAVERAGE5_N_VERTICES, HEMISPHERES
 
 _NILEARN_HEMI = {"lh": "left", "rh": "right"}
 
@@ -284,7 +284,7 @@ def roi_outline_labels(table, classes=OUTLINE_CLASSES) -> np.ndarray:
 
     ``table`` has one column per ROI class holding ROI names (a per-vertex score table).
     """
-    from .layout import ROI_CLASSES, UNKNOWN
+    from ..data.layout import ROI_CLASSES, UNKNOWN
 
     labels = np.zeros(len(table), dtype=np.int64)
     code = 0
@@ -304,6 +304,17 @@ def auto_vmax(values, step: float = 0.05) -> float:
     v = v[np.isfinite(v)]
     top = float(np.percentile(v, 99)) if v.size else step
     return max(step, float(np.ceil(top / step - 1e-9) * step))
+
+
+def shared_vmax(scores_json: str | Path, column: str) -> float | None:
+    """One colour scale for every model and subject: the run's 99th percentile of r (from
+    ``scores.json``, rounded up), or None for a column that is not r (scores scale per figure)."""
+    from ..io import read_json
+
+    if not column.startswith("r_"):
+        return None
+    p99 = read_json(scores_json).get("r_percentiles", {}).get(column.rsplit("_", 1)[-1], {}).get("p99")
+    return auto_vmax([p99]) if p99 is not None else None
 
 
 def brain_map_figure(
@@ -338,7 +349,7 @@ def brain_map_figure(
     """
     import pandas as pd
 
-    from .data import load_fsaverage_vertices
+    from ..data.read import load_fsaverage_vertices
 
     maps, info = {}, {"model": model, "subject": subject, "column": column, "hemispheres": {}}
     for hemi, path in tables.items():

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path
-from .layout import ROI_CLASSES, UNKNOWN
+from ..data.layout import ROI_CLASSES, UNKNOWN
+from ..io import atomic_path
 
 #: Okabe & Ito's colour-blind-safe palette; models beyond it take tab20's colours.
 MODEL_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")

@@ -153,6 +153,8 @@ class WithheldPaths:
         WITHHELD/subjXX/{lh,rh}_test_fmri.npy        float32 (n_test, n_vertices)
         WITHHELD/subjXX/{lh,rh}_noise_ceiling.npy    per-vertex noise ceiling (fraction or percent)
         WITHHELD/subjXX/{lh,rh}_test_signal.npy      noiseless ground truth (demo only)
+        WITHHELD/subjXX/{lh,rh}_prf.npy              each vertex's hidden receptive field (demo only):
+                                                     x, y (image half-widths, +x right, +y down), size
     """
 
     def __init__(self, root: str | Path, subject: int | str):
@@ -168,3 +170,6 @@ class WithheldPaths:
 
     def test_signal(self, hemi: str) -> Path:
         return self.dir / f"{hemi}_test_signal.npy"
+
+    def prf(self, hemi: str) -> Path:
+        return self.dir / f"{hemi}_prf.npy"

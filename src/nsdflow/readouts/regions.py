@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import roi_membership
-from .layout import ROI_CLASSES, UNKNOWN
+from ..data.layout import ROI_CLASSES, UNKNOWN
+from ..data.read import roi_membership
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,7 +73,7 @@ def region_table(root: str | Path, subject: str, hemi: str, roi_classes: list[st
 
 def save_region_table(table: "pd.DataFrame", path: str | Path) -> None:
     """Write a region table as .npz of string arrays (readable without pandas: fit jobs stay light)."""
-    from .io import save_npz
+    from ..io import save_npz
 
     save_npz(path, **{col: table[col].to_numpy(dtype=str if col != "vertex" else np.int64) for col in table.columns})
 

@@ -1,0 +1,219 @@
+"""Read an Algonauts 2023 data root (the layout of :mod:`nsdflow.data.layout`), trusting no file.
+
+Every reader names the file it failed on: a :class:`DataError` holds one :class:`Problem` per
+file and what is wrong with it. :mod:`nsdflow.data.validate` checks a whole subject with these
+readers and lists every problem at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .layout import (
+    FSAVERAGE_N_VERTICES,
+    SUBJECT_RE,
+    ImageName,
+    SubjectPaths,
+    WithheldPaths,
+    parse_image_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a data root: the file (or folder) and what is wrong with it."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class DataError(ValueError):
+    """A data root does not follow the Algonauts layout; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: list[Problem] | Problem | str, path: Path | None = None):
+        if isinstance(problems, str):
+            problems = [Problem(Path(path or "."), problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = list(problems)
+        n = len(self.problems)
+        lines = [f"{n} problem{'s' if n != 1 else ''} with the data:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def list_images(root: str | Path, subject: int | str, split: str) -> list[ImageName]:
+    """The images of one split in fMRI row order (sorted file names), checked.
+
+    Raises :class:`DataError` if a name is off the pattern, an index repeats or is
+    missing, or an NSD id appears twice.
+    """
+    paths = SubjectPaths(root, subject)
+    folder = paths.images_dir(split)
+    if not folder.is_dir():
+        raise DataError(Problem(folder, f"{split} image folder is missing"))
+    problems: list[Problem] = []
+    names: list[ImageName] = []
+    for entry in sorted(p.name for p in folder.iterdir()):
+        if entry.startswith("."):
+            continue
+        try:
+            parsed = parse_image_name(entry)
+        except ValueError as err:
+            problems.append(Problem(folder / entry, str(err)))
+            continue
+        if parsed.split != split:
+            problems.append(Problem(folder / entry, f"a {parsed.split} image in the {split} folder"))
+            continue
+        names.append(parsed)
+    if not names and not problems:
+        problems.append(Problem(folder, f"no {split} images (expected {split}-NNNN_nsd-NNNNN.png files)"))
+    # Sorted file names are the fMRI row order; the 1-based indices must be exactly 1..n.
+    indices = [n.index for n in names]
+    seen: dict[int, int] = {}
+    for n in names:
+        seen[n.index] = seen.get(n.index, 0) + 1
+    dups = sorted(i for i, c in seen.items() if c > 1)
+    if dups:
+        problems.append(Problem(folder, f"image index repeated: {_short(dups)}"))
+    if indices:
+        missing = sorted(set(range(1, max(indices) + 1)) - set(indices))
+        if missing:
+            problems.append(Problem(folder, f"image index missing (indices must run 1..N): {_short(missing)}"))
+    nsd_seen: dict[int, int] = {}
+    for n in names:
+        nsd_seen[n.nsd_id] = nsd_seen.get(n.nsd_id, 0) + 1
+    nsd_dups = sorted(i for i, c in nsd_seen.items() if c > 1)
+    if nsd_dups:
+        problems.append(Problem(folder, f"NSD id appears more than once: {_short(nsd_dups)}"))
+    if problems:
+        raise DataError(problems)
+    return names
+
+
+def image_path(root: str | Path, subject: int | str, image: ImageName) -> Path:
+    return SubjectPaths(root, subject).images_dir(image.split) / image.filename
+
+
+# ----------------------------------------------------------------------------- arrays
+
+
+def load_fmri(root: str | Path, subject: int | str, hemi: str, mmap: bool = True) -> np.ndarray:
+    """The training fMRI of one hemisphere, (n_train, n_vertices) float32, memory-mapped by default."""
+    path = SubjectPaths(root, subject).fmri(hemi)
+    return _load_npy(path, mmap=mmap)
+
+
+def load_roi_mapping(root: str | Path, subject: int | str, roi_class: str) -> dict[int, str]:
+    """The ``{label: name}`` dict of one ROI class (0 is 'Unknown')."""
+    path = SubjectPaths(root, subject).mapping(roi_class)
+    if not path.is_file():
+        raise DataError(Problem(path, f"mapping file of ROI class {roi_class!r} is missing"))
+    try:
+        obj = np.load(path, allow_pickle=True)
+    except Exception as err:  # noqa: BLE001 - any failure to read is reported as a data problem
+        raise DataError(Problem(path, f"cannot read the mapping ({type(err).__name__}: {err})")) from err
+    mapping = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
+    if not isinstance(mapping, dict):
+        got = f"an array of shape {obj.shape}" if isinstance(obj, np.ndarray) else type(mapping).__name__
+        raise DataError(Problem(path, f"expected a pickled dict {{int: name}} (np.save of a dict), got {got}"))
+    return {int(k): str(v) for k, v in mapping.items()}
+
+
+def load_roi_labels(
+    root: str | Path, subject: int | str, hemi: str, roi_class: str, space: str = "challenge"
+) -> np.ndarray:
+    """Integer ROI label per vertex of one class, in challenge (fMRI column) or fsaverage space."""
+    path = SubjectPaths(root, subject).roi_mask(hemi, roi_class, space)
+    arr = _load_npy(path, mmap=False)
+    if arr.ndim != 1:
+        raise DataError(Problem(path, f"ROI mask must be 1-D, has shape {arr.shape}"))
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(Problem(path, f"ROI mask must be numeric, has dtype {arr.dtype}"))
+    return np.rint(arr).astype(np.int64)
+
+
+def load_fsaverage_vertices(root: str | Path, subject: int | str, hemi: str) -> np.ndarray:
+    """Indices (ascending) of the fsaverage vertices that are this hemisphere's challenge vertices."""
+    path = SubjectPaths(root, subject).fsaverage_vertices(hemi)
+    arr = _load_npy(path, mmap=False)
+    if arr.shape != (FSAVERAGE_N_VERTICES,):
+        raise DataError(Problem(path, f"expected shape ({FSAVERAGE_N_VERTICES},), got {arr.shape}"))
+    return np.flatnonzero(arr)
+
+
+def load_withheld(root: str | Path, subject: int | str, hemi: str, what: str) -> np.ndarray | None:
+    """A withheld array (``test_fmri``, ``noise_ceiling`` or ``test_signal``), or None if absent."""
+    path = getattr(WithheldPaths(root, subject), what)(hemi)
+    if not path.is_file():
+        return None
+    return _load_npy(path, mmap=False)
+
+
+def roi_membership(
+    root: str | Path, subject: int | str, hemi: str, roi_class: str
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Labels of one class at the challenge vertices, checked against the mapping."""
+    labels = load_roi_labels(root, subject, hemi, roi_class, "challenge")
+    mapping = load_roi_mapping(root, subject, roi_class)
+    unknown_labels = sorted(set(np.unique(labels).tolist()) - set(mapping))
+    if unknown_labels:
+        path = SubjectPaths(root, subject).roi_mask(hemi, roi_class)
+        raise DataError(
+            Problem(path, f"labels {unknown_labels} are not in {SubjectPaths(root, subject).mapping(roi_class).name}")
+        )
+    return labels, mapping
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(Problem(path, "file is missing"))
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001
+        raise DataError(Problem(path, f"not a readable .npy array ({type(err).__name__}: {err})")) from err
+
+
+def _short(values: list, limit: int = 10) -> str:
+    head = ", ".join(str(v) for v in values[:limit])
+    return head + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+
+def list_subjects(root: str | Path) -> list[str]:
+    """The ``subjXX`` folders of a data root, sorted.
+
+    Raises :class:`DataError` when there are none, with a hint when ``root`` looks like a subject
+    folder or like the parent of the data root (the two usual slips).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(Problem(root, "data root does not exist or is not a folder"))
+    entries = [p for p in root.iterdir() if p.is_dir()]
+    subjects = sorted(p.name for p in entries if SUBJECT_RE.match(p.name))
+    if subjects:
+        return subjects
+    if (root / "training_split").is_dir() or (root / "roi_masks").is_dir():
+        hint = f"it looks like one subject's folder: point at its parent, {root.parent}"
+    else:
+        inner = [p for p in entries if any(SUBJECT_RE.match(q.name) for q in p.iterdir() if q.is_dir())]
+        near = sorted(p.name for p in entries if p.name.lower().startswith("subj"))
+        if inner:
+            hint = f"the subject folders are one level down: point at {inner[0]}"
+        elif near:
+            hint = f"found {', '.join(near[:4])}: subject folders are named subj01 ... subj08 (two digits)"
+        else:
+            hint = "expected the Algonauts 2023 data root, the folder holding subj01/ ... subj08/"
+    raise DataError(Problem(root, f"no subjXX folders in the data root; {hint}"))
