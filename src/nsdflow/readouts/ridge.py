@@ -152,10 +152,11 @@ def decompose(X, method: str = "auto", xp=None) -> Decomposition:
     s, vecs = xp.take(s, idx, 0), xp.take(vecs, idx, 1)
     if method == "eig":
         V = vecs
+        V_s = V / s  # scaled before the product: one (rows, k) float64 block per step, not two
         U = xp.zeros((n, len(idx)), xp.float32)
         step = _rows(n, p)
         for i in range(0, n, step):
-            U[i:i + step] = xp.cast((xp.cast(X[i:i + step], xp.float64) @ V) / s, xp.float32)
+            U[i:i + step] = xp.cast(xp.cast(X[i:i + step], xp.float64) @ V_s, xp.float32)
         return Decomposition(U, s, xp.cast(V, xp.float32), method)
     U = vecs
     V = xp.zeros((p, len(idx)), xp.float32)
