@@ -200,13 +200,20 @@ def gcv_errors(s: np.ndarray, UtY, y_sq, alphas, n: int, xp=None):
     s2 = xp.cast(xp.asarray(s), xp.float64) ** 2
     a = xp.asarray(np.asarray(alphas, dtype=np.float64), xp.float64)
     shrink = a[:, None] / (s2[None, :] + a[:, None])  # 1 - d, without cancellation
-    UtY2 = xp.cast(UtY, xp.float64) ** 2
+    if UtY.dtype == xp.float64:
+        UtY2 = UtY * UtY
+    else:  # squared in place in the float64 copy: one (k, targets) float64 array, not two
+        UtY2 = xp.cast(UtY, xp.float64)
+        UtY2 *= UtY2
     k = UtY.shape[0]
     if _spans_centred_space(k, n):
         rss = (shrink**2) @ UtY2
-    else:  # the part of Y that no alpha can fit
-        outside = xp.maximum(y_sq - xp.sum(UtY2, axis=0), 0.0)
-        rss = outside[None, :] + (shrink**2) @ UtY2
+    else:  # the part of Y that no alpha can fit; ||U'y||^2 from the same product (a row of ones)
+        weights = xp.zeros((len(alphas) + 1, k), xp.float64)
+        weights[:-1] = shrink**2
+        weights[-1] = 1.0
+        sums = weights @ UtY2
+        rss = xp.maximum(y_sq - sums[-1], 0.0)[None, :] + sums[:-1]
     df = 1.0 + xp.sum(1.0 - shrink, axis=1)  # +1: the intercept
     denom = (1.0 - df / n) ** 2
     denom = xp.maximum(denom, 1e-300)  # df = n (alpha -> 0 with k = n - 1): GCV undefined, never chosen
