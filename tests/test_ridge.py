@@ -202,3 +202,25 @@ def test_fitting_on_rows_of_the_targets_equals_fitting_on_their_copy(cv, offset)
     in_place, a_in_place = fit_predict(dec.U, dec.s, P, Y, ALPHAS, cv, rows=rows)
     np.testing.assert_array_equal(a_in_place, a_copied)
     np.testing.assert_allclose(in_place, copied, rtol=1e-5, atol=1e-4 * np.abs(copied).max())
+
+
+def test_gcv_keeps_constant_and_far_from_zero_targets_exact():
+    """A constant target is predicted as its constant, and an offset of 1e5 shifts RidgeCV's intercept
+    and predictions by 1e5 to float32 resolution: the means of targets far from zero are float64."""
+    X, Y, Xt = _data(400, 20, 6, seed=9)
+    Y[:, 0] = 7.3
+    pred, _ = fit_predict(*_decomposition_and_rows(X, Xt), Y, ALPHAS, "gcv")
+    assert (pred[:, 0] == np.float32(7.3)).all()
+    near = RidgeCV(ALPHAS, cv="gcv").fit(X, Y[:, 1:])
+    far = RidgeCV(ALPHAS, cv="gcv").fit(X, Y[:, 1:] + 1e5)
+    np.testing.assert_array_equal(far.alpha_, near.alpha_)
+    ulp = np.spacing(np.float32(1e5))
+    np.testing.assert_allclose(far.intercept_ - 1e5, near.intercept_, atol=2 * ulp)
+    np.testing.assert_allclose(far.predict(Xt) - 1e5, near.predict(Xt), atol=3 * ulp)
+
+
+def _decomposition_and_rows(X, Xt):
+    """``U``, ``s`` of the centred X and ``Xt`` projected, as a design stores them."""
+    mean = X.mean(0)
+    dec = decompose(X - mean)
+    return dec.U, dec.s, (Xt - mean) @ dec.V

@@ -449,6 +449,12 @@ def fit_predict(
     predictions : (m, t) float32 numpy array
     best_alphas : (t,) float64 numpy array
     """
+    pred, best, _ = _fit_predict(U, s, P, Y, alphas, cv, folds, xp, block, add_mean, rows)
+    return pred, best
+
+
+def _fit_predict(U, s, P, Y, alphas, cv, folds, xp, block, add_mean, rows):
+    """:func:`fit_predict`, also returning the targets' training means (t,) float32 numpy."""
     xp = xp or _NP
     if cv not in CRITERIA:
         raise ValueError(f"unknown ridge cv {cv!r}: use {', '.join(CRITERIA)}")
@@ -461,7 +467,6 @@ def fit_predict(
     U, P = xp.asarray(U, xp.float32), xp.asarray(P, xp.float32)
     n, k = U.shape
     s = xp.cast(xp.asarray(s), xp.float64)
-    others = None
     if cv == "gcv":
         # [U, 1] with U's rows where they belong in Y: U'Y and the column sums in one product
         U1 = xp.zeros((n_all, k + 1), xp.float32)
@@ -469,8 +474,7 @@ def fit_predict(
         U1[at, :k] = U
         U1[at, k] = 1.0
         u1 = xp.sum(U, axis=0)  # U'1: ~0 (X is centred), kept for exactness
-        if rows is not None:
-            others = np.setdiff1d(np.arange(n_all), at)
+        others = None if rows is None else np.setdiff1d(np.arange(n_all), at)
     inv_d = loo_inverse_one_minus_h(U, s, alphas, xp) if cv == "loo" and len(alphas) > 1 else None
     step = _block(n, t, block, cv)
     # Screening pays once the k x k matrices cost less than the products they save.
@@ -478,28 +482,18 @@ def fit_predict(
     grams = loo_weighted_grams(U, inv_d, xp) if screen else None
     pred = np.empty((P.shape[0], t), dtype=np.float32)
     best = np.empty(t, dtype=np.float64)
+    means = np.empty(t, dtype=np.float32)
     for c0 in range(0, t, step):
-        Yb = _target_block(Y, c0, c0 + step, xp)
+        c1 = min(t, c0 + step)
+        Yb = _target_block(Y, c0, c1, xp)
         if cv == "gcv":  # read the block in place: U'Y and the means in one product, no centred copy
-            UtY, mean = _project_targets(U1, u1, Yb, n, xp)
-            mean64 = xp.cast(mean, xp.float64)
-            y_sq = xp.col_sq_sums(Yb) - n * mean64**2  # centred sums of squares (float64)
-            if others is not None:
-                y_sq = y_sq - xp.col_sq_sums(xp.take(Yb, others, 0))
-            far = np.flatnonzero(xp.to_numpy(n * mean64**2 > MEAN_TO_STD**2 * xp.maximum(y_sq, 0.0)))
-            if far.size:  # targets far from zero: the exact product of the centred columns
-                Yc_far = xp.take(Yb, far, 1)
-                if rows is not None:
-                    Yc_far = xp.take(Yc_far, np.asarray(rows), 0)
-                Yc_far = Yc_far - mean[far]
-                UtY[:, far] = U.T @ Yc_far
-                y_sq[far] = xp.col_sq_sums(Yc_far)
+            UtY, mean, y_sq = _gcv_project(U1, u1, U, Yb, n, rows, others, xp)
         else:  # loo and kfold form residuals of the block anyway: centre it first
             mean = xp.col_means(Yb)
             Yc = Yb - mean
             UtY = U.T @ Yc
         if len(alphas) == 1:
-            chosen = np.full(Yb.shape[1], alphas[0])
+            chosen = np.full(c1 - c0, alphas[0])
         else:
             if cv == "gcv":
                 errors = gcv_errors(s, UtY, y_sq, alphas, n, xp)
@@ -514,9 +508,41 @@ def fit_predict(
                 errors = refine_near_ties(U, s, Yc, alphas, errors, xp)
             chosen, _ = select_alphas(errors, alphas)
         B = coefficients_svd_basis(s, UtY, chosen, xp)
-        pred[:, c0:c0 + step] = xp.to_numpy(P @ B + mean if add_mean else P @ B)
-        best[c0:c0 + step] = chosen
-    return pred, best
+        _predict_block(P, B, mean if add_mean else None, pred[:, c0:c1], xp)
+        best[c0:c1] = chosen
+        means[c0:c1] = xp.to_numpy(mean)
+    return pred, best, means
+
+
+def _gcv_project(U1, u1, U, Yb, n: int, rows, others, xp):
+    """``U'(Y - mean)`` (k, t) float32, the means (t,) float32 and the centred sums of squares
+    (t,) float64 of a block of targets read in place (``rows``, ``others``: see :func:`fit_predict`)."""
+    UtY, mean = _project_targets(U1, u1, Yb, n, xp)
+    mean64 = xp.cast(mean, xp.float64)
+    y_sq = xp.col_sq_sums(Yb) - n * mean64**2  # centred sums of squares (float64)
+    if others is not None:
+        y_sq = y_sq - xp.col_sq_sums(xp.take(Yb, others, 0))
+    far = np.flatnonzero(xp.to_numpy(n * mean64**2 > MEAN_TO_STD**2 * xp.maximum(y_sq, 0.0)))
+    if far.size:  # targets far from zero: the float64 mean and the exact product of the centred columns
+        Yc_far = xp.take(Yb, far, 1)
+        if rows is not None:
+            Yc_far = xp.take(Yc_far, np.asarray(rows), 0)
+        mean[far] = xp.col_means(Yc_far)
+        Yc_far = Yc_far - mean[far]
+        UtY[:, far] = U.T @ Yc_far
+        y_sq[far] = xp.col_sq_sums(Yc_far)
+    return UtY, mean, y_sq
+
+
+def _predict_block(P, B, mean, out: np.ndarray, xp) -> None:
+    """``out[:] = P @ B (+ mean)``; on numpy written in place (``out`` is a column block of the predictions)."""
+    if xp.name == "numpy":
+        np.matmul(P, B, out=out)
+        if mean is not None:
+            out += mean
+        return
+    pb = P @ B
+    out[:] = xp.to_numpy(pb + mean if mean is not None else pb)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -552,16 +578,19 @@ class RidgeCV:
         dec = decompose(X - self.x_mean_, self.method, xp)
         folds = kfold_design(X, self.n_folds, self.method, xp) if self.cv == "kfold" else None
         # "Predicting" the rows of V gives the coefficients in the feature basis.
-        coef, self.alpha_ = fit_predict(dec.U, dec.s, dec.V, Y, self.alphas, self.cv, folds, xp, add_mean=False)
+        coef, self.alpha_, y_mean = _fit_predict(dec.U, dec.s, dec.V, Y, self.alphas, self.cv, folds, xp, None,
+                                                 False, None)
         self.coef_ = coef.T  # (t, p)
-        self.intercept_ = Y.mean(axis=0, dtype=np.float64).astype(np.float32) - self.coef_ @ self.x_mean_
+        self.intercept_ = y_mean - self.coef_ @ self.x_mean_
         self.method_ = dec.method
         if squeeze:
             self.coef_, self.intercept_, self.alpha_ = self.coef_[0], self.intercept_[0], self.alpha_[0]
         return self
 
     def predict(self, X):
-        return np.asarray(X, dtype=np.float32) @ self.coef_.T + self.intercept_
+        pred = np.asarray(X, dtype=np.float32) @ self.coef_.T
+        pred += self.intercept_
+        return pred
 
 
 def kfold_design(X, n_folds: int, method: str = "auto", xp=None) -> list[tuple]:
