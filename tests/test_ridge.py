@@ -204,6 +204,21 @@ def test_fitting_on_rows_of_the_targets_equals_fitting_on_their_copy(cv, offset)
     np.testing.assert_allclose(in_place, copied, rtol=1e-5, atol=1e-4 * np.abs(copied).max())
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sums_of_squares_by_strips_equal_the_whole_block(monkeypatch, threads):
+    """gcv sums a block's squares by column strips over BLAS's threads: the same sums, in order."""
+    from threadpoolctl import threadpool_limits
+
+    from nsdflow.readouts import ridge
+
+    Y = np.random.default_rng(8).normal(size=(50, 41)).astype(np.float32) * np.arange(1, 42, dtype=np.float32)
+    block = Y[:, 3:40]  # a column block of a row-major matrix, as gcv reads it
+    monkeypatch.setattr(ridge, "SQ_STRIP", 8)
+    with threadpool_limits(threads, user_api="blas"):
+        sums = ridge._col_sq_sums(block, ridge._NP)
+    np.testing.assert_allclose(sums, (block.astype(np.float64) ** 2).sum(0), rtol=1e-6)
+
+
 def test_gcv_keeps_constant_and_far_from_zero_targets_exact():
     """A constant target is predicted as its constant, and an offset of 1e5 shifts RidgeCV's intercept
     and predictions by 1e5 to float32 resolution: the means of targets far from zero are float64."""

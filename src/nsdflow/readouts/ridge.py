@@ -28,6 +28,7 @@ per target, a region's fit is exactly a column slice of the whole hemisphere's f
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,10 @@ _NP = NumpyBackend()
 #: Bytes of float32 targets processed at once (bounds memory: a hemisphere is never copied whole).
 #: gcv reads a block in place (no copy); loo and kfold copy it, centred, and form residuals of its size.
 BLOCK_BYTES = {"gcv": 256 * 2**20, "loo": 128 * 2**20, "kfold": 64 * 2**20}
+#: Columns of the strips in which gcv sums the squares of a block of targets, one strip per thread:
+#: long contiguous reads of a row-major block, yet a strip's row and its float32 sums stay in the
+#: L1 cache (2,000-4,000 columns ran 1.5x faster than 7,500 here).
+SQ_STRIP = 4096
 #: Above this |mean| / std of a target, U'Y is recomputed from centred targets (float32 rounding of
 #: the uncentred product grows with the mean).
 MEAN_TO_STD = 10.0
@@ -519,7 +524,7 @@ def _gcv_project(U1, u1, U, Yb, n: int, rows, others, xp):
     (t,) float64 of a block of targets read in place (``rows``, ``others``: see :func:`fit_predict`)."""
     UtY, mean = _project_targets(U1, u1, Yb, n, xp)
     mean64 = xp.cast(mean, xp.float64)
-    y_sq = xp.col_sq_sums(Yb) - n * mean64**2  # centred sums of squares (float64)
+    y_sq = _col_sq_sums(Yb, xp) - n * mean64**2  # centred sums of squares (float64)
     if others is not None:
         y_sq = y_sq - xp.col_sq_sums(xp.take(Yb, others, 0))
     far = np.flatnonzero(xp.to_numpy(n * mean64**2 > MEAN_TO_STD**2 * xp.maximum(y_sq, 0.0)))
@@ -532,6 +537,29 @@ def _gcv_project(U1, u1, U, Yb, n: int, rows, others, xp):
         UtY[:, far] = U.T @ Yc_far
         y_sq[far] = xp.col_sq_sums(Yc_far)
     return UtY, mean, y_sq
+
+
+def _col_sq_sums(Y, xp):
+    """``xp.col_sq_sums(Y)``; on numpy by strips of :data:`SQ_STRIP` columns spread over BLAS's
+    threads (numpy runs this pass over the targets on one core, at a third of the memory's speed)."""
+    t = Y.shape[1]
+    if xp.name != "numpy" or t <= SQ_STRIP // 2:
+        return xp.col_sq_sums(Y)
+    threads = _blas_threads()
+    bounds = np.linspace(0, t, max(threads, -(-t // SQ_STRIP)) + 1).astype(int)
+    strips = [Y[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    if threads == 1:
+        return np.concatenate([xp.col_sq_sums(y) for y in strips])
+    with ThreadPoolExecutor(threads) as pool:  # numpy releases the GIL in einsum
+        return np.concatenate(list(pool.map(xp.col_sq_sums, strips)))
+
+
+def _blas_threads() -> int:
+    """Threads numpy's BLAS runs with (as capped by :func:`.backend.set_threads` or threadpoolctl)."""
+    from threadpoolctl import ThreadpoolController
+
+    return max([lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers],
+               default=1)
 
 
 def _predict_block(P, B, mean, out: np.ndarray, xp) -> None:
