@@ -11,16 +11,20 @@ so that each peak memory (the process's maximum resident set, data included) is 
 * ``himalaya``: ``himalaya.ridge.RidgeCV(alphas, fit_intercept=True)`` on the numpy backend
   (its default 5-fold cross-validation).
 
-Reported: fit + predict time, peak memory, mean validation Pearson r and its difference from
+Reported: fit + predict time (the best of ``--repeats`` runs, each in a fresh process, with the
+load average at its start), peak memory, mean validation Pearson r and its difference from
 scikit-learn's, how many vertices chose scikit-learn's alpha and the largest prediction
-difference relative to scikit-learn's largest prediction; plus this machine's float32 matmul
-GFLOP/s (the same (n x k)' (n x t) product the fit is made of), to show how far the fit is
-from the hardware's limit. Run from the repository root::
+difference relative to scikit-learn's largest prediction; plus this machine's GEMM rate on the
+products the fit is made of (``bench/gemm_rate.py``, measured after the solvers, at the thread
+count they ran with) and the ratio of ``nsdflow-gcv``'s time to its arithmetic's time at those
+rates (:func:`gcv_arithmetic`), to show how far the fit is from the hardware's limit. Run from
+the repository root::
 
     python bench/ridge_hemisphere.py                 # everything (several minutes on 2 cores)
+    python bench/ridge_hemisphere.py --solvers nsdflow-gcv --repeats 5    # gcv against the GEMM limit
     python bench/ridge_hemisphere.py --solvers nsdflow-gcv nsdflow-loo --targets 4000   # quick
 
-Timings on a shared machine are noisy; the speed-ups are ratios measured in one run.
+Timings on a shared machine are noisy: take the best of several runs and read the load next to it.
 """
 
 from __future__ import annotations
@@ -96,21 +100,30 @@ def worker(solver: str, folder: Path, alphas: np.ndarray) -> dict:
     return {"solver": solver, "seconds": seconds, "peak_mb": rss_mb(), "data_mb": data_mb}
 
 
-def matmul_gflops(n: int, k: int, t: int, repeats: int = 3) -> dict:
-    """float32 GFLOP/s of numpy on this machine: U'Y (the fit's main product) and a square 4096 product."""
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, (a, b) in {"UtY": ((k, n), (n, t)), "square4096": ((4096, 4096), (4096, 4096))}.items():
-        A = rng.standard_normal(a, dtype=np.float32)
-        B = rng.standard_normal(b, dtype=np.float32)
-        A @ B
-        best = np.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            A @ B
-            best = min(best, time.perf_counter() - t0)
-        out[name] = 2 * a[0] * a[1] * b[1] / best / 1e9
-    return out
+def gcv_arithmetic(n: int, p: int, t: int, m: int, n_alphas: int) -> dict[str, tuple[float, str]]:
+    """FLOPs of ``RidgeCV(cv="gcv").fit(X, Y).predict(X_val)`` (all p directions kept, k = p):
+    ``name -> (flops, key of the bench/gemm_rate.py product whose rate they run at)``.
+
+    The decomposition (X'X by syrk, X V) and the criteria are float64; U'Y (with the row of ones
+    that gives the means), the coefficients V B and the predictions are float32. Elementwise work
+    (O(k t)) and the 512 x 512 eigendecomposition (~0.03 s) are left out.
+    """
+    k = p
+    return {
+        "X'X (f64)": (n * p * (p + 1), "XtX"),
+        "U = X V / s (f64)": (2 * n * p * k, "XV"),
+        "[U,1]'Y (f32)": (2 * (k + 1) * n * t, "UtY"),
+        "criteria (f64)": (2 * (n_alphas + 1) * k * t, "XV"),
+        "coefficients V B (f32)": (2 * p * k * t, "PB"),
+        "predictions (f32)": (2 * m * p * t, "PB"),
+    }
+
+
+def threadpool_threads() -> int:
+    """BLAS threads of this process (what the solvers' processes start with)."""
+    from threadpoolctl import threadpool_info
+
+    return max([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"], default=1)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -128,6 +141,7 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=19004)
     ap.add_argument("--alphas", type=int, default=10, help="alphas, log-spaced from 1e-1 to 1e8")
     ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each solver (fresh processes); the best is kept")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -147,11 +161,17 @@ def main() -> None:
         results = {}
         for solver in a.solvers:
             cmd = [sys.executable, __file__, "--worker", solver, "--data", str(folder), "--alphas", str(a.alphas)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode:
-                raise SystemExit(f"{solver} failed:\n{proc.stderr[-3000:]}")
-            results[solver] = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"  {solver}: {results[solver]['seconds']:.1f} s, peak {results[solver]['peak_mb']:.0f} MB", flush=True)
+            runs = []
+            for _ in range(a.repeats):
+                load = os.getloadavg()[0]
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if proc.returncode:
+                    raise SystemExit(f"{solver} failed:\n{proc.stderr[-3000:]}")
+                runs.append(dict(json.loads(proc.stdout.strip().splitlines()[-1]), load=load))
+            results[solver] = dict(min(runs, key=lambda r: r["seconds"]), runs=runs)
+            print(f"  {solver}: {results[solver]['seconds']:.2f} s (runs: "
+                  + ", ".join(f"{r['seconds']:.2f} s at load {r['load']:.1f}" for r in runs)
+                  + f"), peak {max(r['peak_mb'] for r in runs):.0f} MB", flush=True)
         Y = np.load(folder / "Y.npy", mmap_mode="r")
         y_val = np.asarray(Y[a.n_fit:])
         ref = "sklearn" if "sklearn" in results else None
@@ -167,12 +187,26 @@ def main() -> None:
                 res["speedup_vs_sklearn"] = results[ref]["seconds"] / res["seconds"]
             if "himalaya" in results:
                 res["speedup_vs_himalaya"] = results["himalaya"]["seconds"] / res["seconds"]
-        gflops = matmul_gflops(a.n_fit, a.features, a.targets)
-    flops = 2 * a.n_fit * a.features * a.targets
-    print(f"\nnumpy float32 matmul: {gflops['UtY']:.0f} GFLOP/s on U'Y ({flops / 1e9:.0f} GFLOP, "
-          f"{flops / gflops['UtY'] / 1e9:.2f} s), {gflops['square4096']:.0f} GFLOP/s on 4096^2; "
-          f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    cols = ["seconds", "peak_mb", "mean_val_r", "r_minus_sklearn", "same_alpha_as_sklearn", "max_rel_pred_diff",
+    from gemm_rate import blas_description, measure, ridge_products
+
+    sys.path.insert(0, str(REPO / "src"))
+    from nsdflow.readouts.ridge import BLOCK_BYTES
+
+    print(f"\nGEMM rate, best of 5 ({blas_description()}; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}):")
+    block = BLOCK_BYTES["gcv"] // (4 * a.n_fit)
+    rates = measure(ridge_products(a.n_fit, a.features, a.features, a.targets, a.n_val, block), threadpool_threads(), 5)
+    flops = gcv_arithmetic(a.n_fit, a.features, a.targets, a.n_val, len(alphas))
+    arithmetic = sum(f / (rates[key]["gflops"] * 1e9) for f, key in flops.values())
+    print(f"gcv's arithmetic: {sum(f for f, _ in flops.values()) / 1e9:.0f} GFLOP ("
+          + ", ".join(f"{name} {f / 1e9:.1f}" for name, (f, _) in flops.items())
+          + f"), {arithmetic:.2f} s at these rates")
+    if "nsdflow-gcv" in results:
+        results["nsdflow-gcv"]["arithmetic_seconds"] = arithmetic
+        results["nsdflow-gcv"]["x_arithmetic"] = results["nsdflow-gcv"]["seconds"] / arithmetic
+        print(f"nsdflow-gcv: {results['nsdflow-gcv']['seconds']:.2f} s = "
+              f"{results['nsdflow-gcv']['x_arithmetic']:.2f} x the arithmetic's time")
+    cols = ["seconds", "x_arithmetic", "peak_mb", "mean_val_r", "r_minus_sklearn", "same_alpha_as_sklearn", "max_rel_pred_diff",
             "speedup_vs_sklearn", "speedup_vs_himalaya"]
     print("\n| solver | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
@@ -183,7 +217,7 @@ def main() -> None:
             cells.append("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v))
         print(f"| {solver} | " + " | ".join(cells) + " |")
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "matmul_gflops": gflops, "results": results}, indent=2))
+        Path(a.json).write_text(json.dumps({"args": vars(a), "gemm_rates": rates, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
