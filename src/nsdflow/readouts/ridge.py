@@ -157,6 +157,8 @@ def decompose(X, method: str = "auto", xp=None) -> Decomposition:
         idx = np.flatnonzero(keep)
         return Decomposition(xp.take(U, idx, 1), xp.take(s, idx, 0), xp.take(Vt, idx, 0).T, method)
     if method == "eig":
+        if n <= _rows(n, p):  # X fits one float64 block: cast it once for X'X and X V
+            X = xp.cast(X, xp.float64)
         w, vecs = _eigh(_xtx64(X, xp), xp)
     else:
         w, vecs = _eigh(_xxt64(X, X, xp), xp)
