@@ -422,12 +422,12 @@ def _target_block(Y, c0: int, c1: int, xp):
     return xp.asarray(np.ascontiguousarray(blk, dtype=np.float32), xp.float32)
 
 
-def _project_targets(U1, u1, Yb, n: int, xp):
-    """``U'(Y - mean)`` and the means from one product with ``[U, 1]`` (no centred copy of Y)."""
+def _project_targets(U1, Yb, n: int, xp):
+    """``U'(Y - mean)`` and the means from one product with ``U1 = [U - mean(U), 1]``: as
+    ``(U - 1 u')'Y = U'(Y - 1 mean')`` when ``u = U'1 / n``, no centred copy of Y, no correction."""
     G = U1.T @ Yb
     k = G.shape[0] - 1
-    mean = G[k] / n
-    return G[:k] - u1[:, None] * mean[None, :], mean
+    return G[:k], G[k] / n
 
 
 def fit_predict(
@@ -484,12 +484,12 @@ def _fit_predict(U, s, P, Y, alphas, cv, folds, xp, block, add_mean, rows):
     n, k = U.shape
     s = xp.cast(xp.asarray(s), xp.float64)
     if cv == "gcv":
-        # [U, 1] with U's rows where they belong in Y: U'Y and the column sums in one product
+        # [U - mean(U), 1] with U's rows where they belong in Y: U'(Y - mean) and the column sums in
+        # one product (U's column means are ~0 as X is centred, kept for exactness)
         U1 = xp.zeros((n_all, k + 1), xp.float32)
         at = np.arange(n_all) if rows is None else np.asarray(rows)
-        U1[at, :k] = U
+        U1[at, :k] = U - xp.col_means(U)
         U1[at, k] = 1.0
-        u1 = xp.sum(U, axis=0)  # U'1: ~0 (X is centred), kept for exactness
         others = None if rows is None else np.setdiff1d(np.arange(n_all), at)
     inv_d = loo_inverse_one_minus_h(U, s, alphas, xp) if cv == "loo" and len(alphas) > 1 else None
     step = _block(n, t, block, cv)
@@ -503,7 +503,7 @@ def _fit_predict(U, s, P, Y, alphas, cv, folds, xp, block, add_mean, rows):
         c1 = min(t, c0 + step)
         Yb = _target_block(Y, c0, c1, xp)
         if cv == "gcv":  # read the block in place: U'Y and the means in one product, no centred copy
-            UtY, mean, y_sq = _gcv_project(U1, u1, U, Yb, n, rows, others, xp)
+            UtY, mean, y_sq = _gcv_project(U1, U, Yb, n, rows, others, xp)
         else:  # loo and kfold form residuals of the block anyway: centre it first
             mean = xp.col_means(Yb)
             Yc = Yb - mean
@@ -530,10 +530,10 @@ def _fit_predict(U, s, P, Y, alphas, cv, folds, xp, block, add_mean, rows):
     return pred, best, means
 
 
-def _gcv_project(U1, u1, U, Yb, n: int, rows, others, xp):
+def _gcv_project(U1, U, Yb, n: int, rows, others, xp):
     """``U'(Y - mean)`` (k, t) float32, the means (t,) float32 and the centred sums of squares
     (t,) float64 of a block of targets read in place (``rows``, ``others``: see :func:`fit_predict`)."""
-    UtY, mean = _project_targets(U1, u1, Yb, n, xp)
+    UtY, mean = _project_targets(U1, Yb, n, xp)
     mean64 = xp.cast(mean, xp.float64)
     y_sq = _col_sq_sums(Yb, xp) - n * mean64**2  # centred sums of squares (float64)
     if others is not None:
