@@ -404,7 +404,9 @@ def coefficients_svd_basis(s, UtY, alpha_per_target, xp=None):
     xp = xp or _NP
     s32 = xp.cast(xp.asarray(s), xp.float32)[:, None]
     a = xp.asarray(np.asarray(alpha_per_target, dtype=np.float32), xp.float32)[None, :]
-    return UtY * (s32 / (s32 * s32 + a))  # float32: s^2 + a loses nothing that matters here
+    coef = s32 / (s32 * s32 + a)  # float32: s^2 + a loses nothing that matters here
+    coef *= UtY  # in place: two (k, targets) arrays made, not three
+    return coef
 
 
 # ----------------------------------------------------------------------------- fit
