@@ -126,6 +126,22 @@ def test_vertex_queries_tied_per_roi_are_the_roi_model():
     torch.testing.assert_close(a_roi.sum(-1), torch.ones(5, len(set(owner))))
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_queries_see_each_other_only_from_the_second_layer(layers):
+    """The decoder state starts at zero (DETR), so first-layer self-attention adds one vector to
+    every query: with one layer, changing a query's embedding changes no other query's vertices."""
+    owner = np.array([0, 0, 1, 1, 2])
+    torch.manual_seed(0)
+    model = BrainDecoder(owner, 6, 3, 3, d_model=16, heads=2, ffn=8, layers=layers).eval()
+    x = torch.randn(4, 6, 3, 3)
+    with torch.no_grad():
+        before = model(x)
+        model.query_embed.weight[1] += 1.0
+        after = model(x)
+    assert not torch.allclose(before[:, 2:4], after[:, 2:4])
+    assert torch.equal(before[:, [0, 1, 4]], after[:, [0, 1, 4]]) == (layers == 1)
+
+
 class _Largest(TorchDispatchMode):
     """The largest tensor any aten op produces (forward and backward)."""
 
