@@ -251,8 +251,10 @@ class BrainDecoder(nn.Module):
         super().__init__()
         owner = np.asarray(owner, dtype=np.int64)
         n_vertices = len(owner)
+        if n_vertices == 0:
+            raise ValueError("owner: no vertices to read out")
         n_queries = int(owner.max()) + 1 if n_queries is None else int(n_queries)
-        if n_vertices == 0 or owner.min() < 0 or owner.max() >= n_queries:
+        if owner.min() < 0 or owner.max() >= n_queries:
             raise ValueError(f"owner: must map each of the {n_vertices} vertices to a query in [0, {n_queries})")
         check_params({"d_model": d_model, "heads": heads})
         self.per_vertex = n_queries == n_vertices and bool(np.array_equal(owner, np.arange(n_vertices)))
@@ -280,7 +282,8 @@ class BrainDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         """``x`` (B, C, H, W) -> predictions (B, V); with ``return_attention`` also the last layer's
-        cross-attention weights averaged over heads, (B, Q, H*W)."""
+        cross-attention weights averaged over heads, (B, Q, H*W) (in eval mode they sum to 1 over
+        the grid; in training mode attention dropout has been applied to them)."""
         if tuple(x.shape[-2:]) != self.grid:
             raise ValueError(f"input grid {tuple(x.shape[-2:])} is not the model's {self.grid}")
         memory = self.input_proj(x.flatten(2).transpose(1, 2))  # (B, HW, d), tokens row-major
