@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -133,7 +134,7 @@ def sine_position_embedding(height: int, width: int, d_model: int, temperature: 
                       ex[None, :, :].expand(height, width, half)], dim=-1).reshape(height * width, d_model)
 
 
-def query_assignment(tables: dict[str, "pd.DataFrame"], queries: str) -> tuple[np.ndarray, list[str]]:
+def query_assignment(tables: dict[str, pd.DataFrame], queries: str) -> tuple[np.ndarray, list[str]]:
     """Which decoder query reads out each vertex.
 
     Parameters
@@ -337,7 +338,7 @@ def _groups(rows: np.ndarray, positions: np.ndarray, block: int, generator: torc
     """``positions`` (into ``rows``) grouped by source block ``rows // block``: blocks and positions
     in ascending row order, or both shuffled with ``generator``."""
     positions = positions[np.argsort(rows[positions], kind="stable")]
-    ids, starts = np.unique(rows[positions] // block, return_index=True)
+    _, starts = np.unique(rows[positions] // block, return_index=True)
     groups = np.split(positions, starts[1:])
     if generator is None:
         return groups
@@ -463,7 +464,7 @@ def fit_predict(source, train_rows, Y, pred_rows, owner, params: dict[str, Any],
     for name, rows in (("train_rows", train_rows), ("pred_rows", pred_rows)):
         if len(rows) and (rows.min() < 0 or rows.max() >= source.shape[0]):
             raise ValueError(f"{name}: rows must be in [0, {source.shape[0]}) (the feature source's rows)")
-    n_inner = max(1, int(round(params["inner_val_fraction"] * n)))
+    n_inner = max(1, round(params["inner_val_fraction"] * n))
     if n - n_inner < 1:
         raise ValueError(f"transformer: {n} fit images leave none to train on after the inner validation split "
                          f"(inner_val_fraction {params['inner_val_fraction']})")
