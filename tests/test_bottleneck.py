@@ -236,3 +236,14 @@ def test_a_killed_fit_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch)
     resumed = bn.predict(fitted, X[150:])
     np.testing.assert_array_equal(resumed[0], whole[0])
     np.testing.assert_array_equal(resumed[1], whole[1])
+
+
+def test_a_fine_tune_checkpoint_is_not_resumed_onto_another_pretrained_state(tmp_path):
+    X, Y_lh, Y_rh = _planted(n=150)
+    data = bn.SubjectData(X, Y_lh, Y_rh)
+    one = bn.build_model(20, bn.resolve_params({**TINY, "seed": 1})).state_dict()
+    two = bn.build_model(20, bn.resolve_params({**TINY, "seed": 2})).state_dict()
+    params = {**TINY, "epochs": 2}
+    bn.fit(data, params, checkpoint=tmp_path / "ft.pt", key="subj01", init=one)
+    assert bn.fit(data, params, checkpoint=tmp_path / "ft.pt", key="subj01", init=one).result.resumed_from == 2
+    assert bn.fit(data, params, checkpoint=tmp_path / "ft.pt", key="subj01", init=two).result.resumed_from == 0

@@ -32,6 +32,14 @@ correlation on an inner split of the fit images, all through
 
 The inputs (the image features reduced to ``d_in`` dimensions, shared across subjects) come from
 the caller; the targets' PCA is fitted here, on the fit rows only.
+
+Where this departs from their code (``src/model.py``, ``src/trainer.py``, ``src/dataloader.py``,
+``experimentation.ipynb``): dropout is ordinary dropout in training only (theirs draws its mask
+from a fixed key, ``PRNGKey(42)``, so the same mask every call, in training and at inference);
+the inner split is a seeded random 5% (theirs: the first 5% of the rows); the noise is seeded
+(theirs: ``np.random`` unseeded, fresh at every evaluation); the pretraining recipe is not in
+their code (only its checkpoint ``all``, loaded whole), so pooling the subjects, each in its own
+PCA, is this module's reading of it.
 """
 
 from __future__ import annotations
@@ -132,9 +140,10 @@ class Lion(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 m = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
-                direction = torch.sign(m * b1 + p.grad * (1 - b1)) + group["weight_decay"] * p
-                p.add_(direction, alpha=-group["lr"])
-                m.mul_(b2).add_(p.grad, alpha=1 - b2)
+                # in place: a step touches 40 M weights at the published size
+                direction = torch.lerp(p.grad, m, b1).sign_()  # sign(b1 m + (1 - b1) g)
+                p.mul_(1 - group["lr"] * group["weight_decay"]).add_(direction, alpha=-group["lr"])
+                m.lerp_(p.grad, 1 - b2)  # b2 m + (1 - b2) g
         return loss
 
 
@@ -342,7 +351,7 @@ def _inference_noise(scale: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
     return torch.randn(scale.shape, generator=generator).to(scale.device) * scale
 
 
-def _predict_components(model: BottleneckNet, X: torch.Tensor, scale: torch.Tensor | None, params: Mapping[str, Any],
+def _predict_components(model: BottleneckNet, X: torch.Tensor, scale: torch.Tensor, params: Mapping[str, Any],
                         batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Components (n, k) of each hemisphere at inference; ``scale`` (n, 2k) the noise's per row."""
     model.eval()
@@ -419,10 +428,19 @@ def _train(model: BottleneckNet, X: torch.Tensor, Z: torch.Tensor, scale: torch.
                         device=device, checkpoint=checkpoint, key=key, progress=progress, desc=desc)
 
 
-def _key(phase: str, key: str, params: Mapping[str, Any], shapes: list[Any]) -> str:
-    text = json.dumps({"phase": phase, "key": key, "params": dict(sorted(params.items())), "shapes": shapes},
+def _key(phase: str, key: str, params: Mapping[str, Any], facts: list[Any]) -> str:
+    """The checkpoint key: the caller's (which must name the data: subject, fold, features), the
+    phase, the parameters and ``facts`` (shapes, excluded rows, the initial state's digest)."""
+    text = json.dumps({"phase": phase, "key": key, "params": dict(sorted(params.items())), "facts": facts},
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _digest(arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
 
 
 def _subject_arrays(data: SubjectData, rows: np.ndarray, params: Mapping[str, Any], device: torch.device, salt: int):
@@ -488,7 +506,7 @@ def pretrain(subjects: Mapping[str, SubjectData], params: Mapping[str, Any] | No
         scales.append(np.broadcast_to(_noise_scale(pca_lh, pca_rh), Z.shape))
         train_rows.append(fit_rows + offset)
         groups.append(_group(inner + offset, pca_lh, pca_rh, Yi_lh, Yi_rh, dev))
-        shapes.append([name, len(rows), np.shape(data.Y_lh)[1], np.shape(data.Y_rh)[1]])
+        shapes.append([name, n, np.shape(data.Y_lh)[1], np.shape(data.Y_rh)[1], _digest([drop])])
         offset += len(rows)
     X, Z, scale = (_tensor(np.concatenate(a), dev) for a in (Xs, Zs, scales))
     model = build_model(X.shape[1], params).to(dev)
@@ -523,7 +541,9 @@ def fit(data: SubjectData, params: Mapping[str, Any] | None = None, device: torc
                              f"leak or inputs?): {err}") from err
     X, Zt = _tensor(data.X, dev), _tensor(Z, dev)
     scale = _tensor(np.broadcast_to(_noise_scale(pca_lh, pca_rh), Z.shape), dev)
-    shapes = [len(rows), np.shape(data.Y_lh)[1], np.shape(data.Y_rh)[1], init is not None]
+    # A fine-tune resumes only onto the same pretrained state.
+    init_digest = None if init is None else _digest(v.detach().cpu().numpy() for _, v in sorted(init.items()))
+    shapes = [len(rows), np.shape(data.Y_lh)[1], np.shape(data.Y_rh)[1], init_digest]
     result = _train(model, X, Zt, scale, torch.as_tensor(fit_rows, device=dev),
                     [_group(inner, pca_lh, pca_rh, Yi_lh, Yi_rh, dev)], params, params["epochs"], dev, checkpoint,
                     _key("fit", key, params, shapes), "bottleneck fit", progress)
@@ -534,12 +554,16 @@ def fit(data: SubjectData, params: Mapping[str, Any] | None = None, device: torc
 
 def predict(fitted: FittedBottleneck, X: np.ndarray, device: torch.device | str | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Responses (n, V_lh) and (n, V_rh) for inputs ``X`` (n, d_in); no target enters."""
+    """Responses (n, V_lh) and (n, V_rh) for inputs ``X`` (n, d_in); no target enters.
+
+    With ``inference_noise: sample`` row i gets the i-th draw of the seeded noise, so a row's
+    prediction depends (slightly) on its position in ``X``; ``mean`` removes that.
+    """
     dev = torch.device(device) if device is not None else next(fitted.model.parameters()).device
     model = fitted.model.to(dev)
     Xt = _tensor(X, dev)
-    scale = torch.as_tensor(np.broadcast_to(_noise_scale(fitted.pca_lh, fitted.pca_rh),
-                                            (len(Xt), 2 * fitted.pca_lh.n_components)).copy(), device=dev)
+    scale = _tensor(np.broadcast_to(_noise_scale(fitted.pca_lh, fitted.pca_rh),
+                                    (len(Xt), 2 * fitted.pca_lh.n_components)), dev)
     lh, rh = _predict_components(model, Xt, scale, fitted.params)
     return fitted.pca_lh.inverse(lh.cpu().numpy()), fitted.pca_rh.inverse(rh.cpu().numpy())
 
