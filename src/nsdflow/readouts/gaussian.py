@@ -18,13 +18,14 @@ hierarchical readout, SENSORIUM 2023):
   weights on those units, added to the linear readout (those weights start at zero, so the
   initial model is the linear one).
 
-Gradient descent from positions near the centre learns little (on the demo: nothing in 17 min),
-so positions and weights start from an exhaustive search (:func:`grid_search_init`): every
-vertex's best (position, Gaussian pooling width) on a P x P grid, each with its ridge fit and
-each vertex's alpha chosen by generalised cross-validation, kept by the lowest GCV error.
-Training then refines them on minibatches (:func:`fit_predict`, through
-:func:`nsdflow.readouts.training.train_epochs`), keeping the epoch best on an inner split of
-the fit images, or the search's own model where the inner split prefers it.
+Gradient descent from positions near the centre learns nothing (on the demo, in 17 minutes), so
+positions and weights start from an exhaustive search (:func:`grid_search_init`): every vertex's
+best position on a P x P grid (optionally also a Gaussian pooling width), each candidate with its
+ridge fit and each vertex's alpha chosen by generalised cross-validation, kept by the lowest GCV
+error. Training (:func:`fit_predict`, through :func:`nsdflow.readouts.training.train_epochs`)
+then refines positions and weights on minibatches with each vertex's ridge penalty, and keeps the
+epoch best on an inner split of the fit images, or the search's own model if no epoch beats it
+there.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def _widths(v):
 PARAMS: dict[str, Param] = {
     "positions": Param(27, "side P of the search's P x P grid of positions over [-1, 1]^2 (27: the pixel centres "
                        "of a 27 x 27 map such as AlexNet's features.2)", _number(2, integer=True)),
-    "widths": Param([0.0], "standard deviations of the search's Gaussian pooling windows, in map "
-                    "half-widths (0: a bilinear point, the readout the trained model evaluates)", _widths),
+    "widths": Param([0.0], "standard deviations of the search's Gaussian pooling windows, in map half-widths "
+                    "(0: a bilinear point, what the trained model reads in evaluation; wider windows also set "
+                    "the vertex's initial jitter)", _widths),
     "alphas": Param(list(ridge.DEFAULT_ALPHAS), "the search's ridge alphas (one chosen per vertex and candidate "
                     "by GCV)", _alphas),
     "init_only": Param(False, "predict with the search's ridge fits, train nothing (the ablation)", _boolean),
@@ -462,7 +464,8 @@ def _read_training(sources, rows: np.ndarray, device) -> tuple[list[torch.Tensor
     """Every level's maps of ``rows`` (in that order), each channel normalised by its mean and standard
     deviation over these rows and pixels; and those statistics."""
     order = np.argsort(rows, kind="stable")
-    back = np.argsort(order)
+    back = torch.as_tensor(np.argsort(order), device=device)
+    in_order = bool((np.diff(rows) > 0).all())
     maps, stats = [], []
     for src in sources:
         block = np.array(src.read(rows[order]), dtype=np.float32)
@@ -472,7 +475,8 @@ def _read_training(sources, rows: np.ndarray, device) -> tuple[list[torch.Tensor
         mean, scale = mean.astype(np.float32), scale.astype(np.float32)
         block -= mean[None, :, None, None]
         block /= scale[None, :, None, None]
-        maps.append(torch.as_tensor(block, device=device)[torch.as_tensor(back, device=device)])
+        block = torch.as_tensor(block, device=device)
+        maps.append(block if in_order else block[back])  # no copy when the rows come sorted
         stats.append((mean, scale))
     return maps, stats
 
@@ -498,7 +502,8 @@ def _search_info(search: SearchResult, seconds: float) -> dict[str, Any]:
             "search_score": search.score, "search_seconds": round(seconds, 2)}
 
 
-def _model_predict(model: GaussianReadout, maps: Sequence[torch.Tensor], batch_size: int = PREDICT_ROWS) -> torch.Tensor:
+def _model_predict(model: GaussianReadout, maps: Sequence[torch.Tensor], batch_size: int = PREDICT_ROWS):
+    """The model's evaluation-mode responses (n, V) to maps already on its device, in batches."""
     model.eval()
     with torch.no_grad():
         return torch.cat([model([m[i:i + batch_size] for m in maps]) for i in range(0, maps[0].shape[0], batch_size)])
