@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import Param, _boolean, _choice, _fraction, _number
+from .params import Param, boolean, choice, fraction, number
 from .training import TrainResult, train_epochs
 
 log = logging.getLogger(__name__)
@@ -71,31 +71,31 @@ def _rate(v):
 
 PARAMS: dict[str, Param] = {
     "hidden": Param(6000, "width of the widening layer and of the residual block (theirs: 20 x 300 inputs)",
-                    _number(1, integer=True)),
+                    number(1, integer=True)),
     "dropout": Param(0.2, "dropout on the hidden layer, before the leak injection (0: none)", _rate),
     "n_components": Param(75, "PCA components of each hemisphere's responses, fitted on the fit images",
-                          _number(1, integer=True)),
+                          number(1, integer=True)),
     "leak": Param(True, "inject the targets' PCA components (and structured noise) into the hidden layer in "
-                  "training, and remove the noise at inference", _boolean),
-    "leak_a": Param(0.02, "leak: weight of the targets (alpha)", _number(0)),
-    "leak_b": Param(0.002, "leak: weight of the structured noise (beta)", _number(0)),
+                  "training, and remove the noise at inference", boolean),
+    "leak_a": Param(0.02, "leak: weight of the targets (alpha)", number(0)),
+    "leak_b": Param(0.002, "leak: weight of the structured noise (beta)", number(0)),
     "inference_noise": Param("sample", "leak: the noise z removed at inference: sample (one N(0, var) draw per "
-                             "image, seeded, as theirs) or mean (z = 0, its expectation)", _choice("sample", "mean")),
+                             "image, seeded, as theirs) or mean (z = 0, its expectation)", choice("sample", "mean")),
     "racing": Param(True, "racing loss on the components' cosines of both hemispheres; false: MSE on the "
-                    "components", _boolean),
-    "pretrain": Param(True, "start each subject's fit from the network pretrained on all subjects", _boolean),
-    "lr": Param(1e-4, "Lion learning rate", _number(0, exclusive=True)),
+                    "components", boolean),
+    "pretrain": Param(True, "start each subject's fit from the network pretrained on all subjects", boolean),
+    "lr": Param(1e-4, "Lion learning rate", number(0, exclusive=True)),
     "beta1": Param(0.9, "Lion: interpolation of momentum and gradient whose sign is the step", _rate),
     "beta2": Param(0.99, "Lion: decay of the momentum", _rate),
-    "weight_decay": Param(1e-3, "Lion decoupled weight decay (times lr), on every parameter", _number(0)),
-    "batch_size": Param(128, "images per optimisation step", _number(1, integer=True)),
+    "weight_decay": Param(1e-3, "Lion decoupled weight decay (times lr), on every parameter", number(0)),
+    "batch_size": Param(128, "images per optimisation step", number(1, integer=True)),
     "epochs": Param(10, "epochs of each subject's fit (the fine-tune when pretrained; 0: the pretrained "
-                    "network as it is)", _number(0, integer=True)),
-    "pretrain_epochs": Param(10, "epochs of the pretraining on all subjects", _number(1, integer=True)),
+                    "network as it is)", number(0, integer=True)),
+    "pretrain_epochs": Param(10, "epochs of the pretraining on all subjects", number(1, integer=True)),
     "inner_val_fraction": Param(0.05, "fraction of the fit images (of each subject) held out to keep the best "
-                                "epoch (never the validation split that scores are computed on)", _fraction),
+                                "epoch (never the validation split that scores are computed on)", fraction),
     "seed": Param(0, "seed of the initialisation, the shuffling, the noise and the inner split",
-                  _number(integer=True)),
+                  number(integer=True)),
 }
 
 

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Param, _alphas, _boolean, _fraction, _number, ridge
+from . import ridge
+from .params import Param, alphas, boolean, fraction, number
 from .training import train_epochs
 
 log = logging.getLogger(__name__)
@@ -59,26 +60,26 @@ def _widths(v):
 
 PARAMS: dict[str, Param] = {
     "positions": Param(27, "side P of the search's P x P grid of positions over [-1, 1]^2 (27: the pixel centres "
-                       "of a 27 x 27 map such as AlexNet's features.2)", _number(2, integer=True)),
+                       "of a 27 x 27 map such as AlexNet's features.2)", number(2, integer=True)),
     "widths": Param([0.0], "standard deviations of the search's Gaussian pooling windows, in map half-widths "
                     "(0: a bilinear point, what the trained model reads in evaluation; wider windows also set "
                     "the vertex's initial jitter)", _widths),
     "alphas": Param(list(ridge.DEFAULT_ALPHAS), "the search's ridge alphas (one chosen per vertex and candidate "
-                    "by GCV)", _alphas),
-    "init_only": Param(False, "predict with the search's ridge fits, train nothing (the ablation)", _boolean),
-    "lr": Param(1e-3, "Adam learning rate", _number(0, exclusive=True)),
+                    "by GCV)", alphas),
+    "init_only": Param(False, "predict with the search's ridge fits, train nothing (the ablation)", boolean),
+    "lr": Param(1e-3, "Adam learning rate", number(0, exclusive=True)),
     "l1": Param(0.0, "L1 penalty on the channel weights (Lurz's feature regulariser): this times the mean over "
-                "vertices of sum |w|, added to the MSE of z-scored responses", _number(0)),
-    "epochs": Param(50, "maximum training epochs", _number(1, integer=True)),
-    "patience": Param(8, "stop after this many epochs without a better inner-split loss", _number(1, integer=True)),
-    "batch_size": Param(32, "images per optimisation step", _number(1, integer=True)),
+                "vertices of sum |w|, added to the MSE of z-scored responses", number(0)),
+    "epochs": Param(50, "maximum training epochs", number(1, integer=True)),
+    "patience": Param(8, "stop after this many epochs without a better inner-split loss", number(1, integer=True)),
+    "batch_size": Param(32, "images per optimisation step", number(1, integer=True)),
     "sigma_init": Param(0.15, "initial jitter of the sampled positions (standard deviation per axis, in map "
-                        "half-widths); learned from there", _number(0)),
+                        "half-widths); learned from there", number(0)),
     "hidden": Param(0, "hidden units per level of the hierarchical variant's shared nonlinear stage (0: none)",
-                    _number(0, integer=True)),
+                    number(0, integer=True)),
     "inner_val_fraction": Param(0.1, "fraction of the fit images held out to choose the epoch (never the split "
-                                "that scores are computed on)", _fraction),
-    "seed": Param(0, "seed of the inner split, the shuffling and the jitter", _number(integer=True)),
+                                "that scores are computed on)", fraction),
+    "seed": Param(0, "seed of the inner split, the shuffling and the jitter", number(integer=True)),
 }
 
 

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layout import ROI_CLASSES, UNKNOWN
-from . import Param, _choice, _fraction, _number
+from ..data.layout import ROI_CLASSES, UNKNOWN
+from .params import Param, choice, fraction, number
 from .training import autocast, train_epochs
 
 if TYPE_CHECKING:
@@ -66,26 +66,26 @@ def _dropout(v):
 PARAMS: dict[str, Param] = {
     "queries": Param("streams", "decoder queries: one per ROI of this ROI class and hemisphere plus one per "
                      "hemisphere for the vertices in none of its ROIs, or 'vertex' (one query per vertex, "
-                     "cross-attention only)", _choice(*ROI_CLASSES, VERTEX)),
-    "layers": Param(1, "decoder layers", _number(1, integer=True)),
+                     "cross-attention only)", choice(*ROI_CLASSES, VERTEX)),
+    "layers": Param(1, "decoder layers", number(1, integer=True)),
     "d_model": Param(768, "width of the decoder (a linear projection maps the C input channels to it when "
-                     "they differ)", _number(4, integer=True)),
-    "heads": Param(16, "attention heads (must divide d_model)", _number(1, integer=True)),
-    "ffn": Param(2048, "hidden units of the decoder's feed-forward block", _number(1, integer=True)),
+                     "they differ)", number(4, integer=True)),
+    "heads": Param(16, "attention heads (must divide d_model)", number(1, integer=True)),
+    "ffn": Param(2048, "hidden units of the decoder's feed-forward block", number(1, integer=True)),
     "dropout": Param(0.1, "dropout in the decoder (attention weights, residual branches, feed-forward)", _dropout),
-    "lr": Param(1e-4, "AdamW learning rate (constant)", _number(0, exclusive=True)),
-    "weight_decay": Param(1e-4, "AdamW weight decay", _number(0)),
+    "lr": Param(1e-4, "AdamW learning rate (constant)", number(0, exclusive=True)),
+    "weight_decay": Param(1e-4, "AdamW weight decay", number(0)),
     "epochs": Param(20, "training epochs; the weights of the best inner-validation epoch are kept",
-                    _number(1, integer=True)),
-    "batch_size": Param(32, "images per optimisation step", _number(1, integer=True)),
-    "clip": Param(0.1, "maximum global gradient norm (0: no clipping)", _number(0)),
+                    number(1, integer=True)),
+    "batch_size": Param(32, "images per optimisation step", number(1, integer=True)),
+    "clip": Param(0.1, "maximum global gradient norm (0: no clipping)", number(0)),
     "inner_val_fraction": Param(0.1, "fraction of the fit images held out to pick the best epoch (never the "
-                                "validation split that scores are computed on)", _fraction),
-    "seed": Param(0, "seed of the initialisation, the inner split, the shuffling and dropout", _number(integer=True)),
+                                "validation split that scores are computed on)", fraction),
+    "seed": Param(0, "seed of the initialisation, the inner split, the shuffling and dropout", number(integer=True)),
     "block": Param(64, "rows of the feature source read together (set it to the store's chunk rows): each epoch "
-                   "shuffles these blocks, then the images within each", _number(1, integer=True)),
+                   "shuffles these blocks, then the images within each", number(1, integer=True)),
     "num_workers": Param(0, "DataLoader worker processes reading the feature source (results do not depend "
-                         "on it)", _number(0, integer=True)),
+                         "on it)", number(0, integer=True)),
 }
 
 
