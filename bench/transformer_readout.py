@@ -49,7 +49,7 @@ def run_one(queries: str, side: int, d_model: int, batch: int, vertices: int, st
     import torch.nn.functional as F
 
     from nsdflow.readouts.training import train_epochs
-    from nsdflow.readouts.transformer import BrainDecoder
+    from nsdflow.readouts.transformer_net import BrainDecoder
 
     dev = torch.device(device)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is KiB on Linux)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from nsdflow.readouts import bottleneck as bn
+from nsdflow.readouts import bottleneck_net as bn
 from nsdflow.readouts import training
+from nsdflow.readouts.bottleneck import BottleneckReadout
 
 TINY = {"hidden": 64, "n_components": 4, "batch_size": 32, "lr": 3e-3, "epochs": 8, "pretrain_epochs": 6}
 
@@ -102,11 +103,11 @@ def test_target_pca_matches_an_svd(tmp_path, n, v):
 
 
 def test_params_are_checked():
-    assert bn.resolve_params()["hidden"] == 6000
+    assert BottleneckReadout().normalize({})["hidden"] == 6000
     with pytest.raises(ValueError, match="racng: not a parameter"):
-        bn.resolve_params({"racng": False})
+        BottleneckReadout().normalize({"racng": False})
     with pytest.raises(ValueError, match="dropout"):
-        bn.resolve_params({"dropout": 1.0})
+        BottleneckReadout().normalize({"dropout": 1.0})
     X, Y_lh, Y_rh = _planted(n=60)
     with pytest.raises(ValueError, match="pretrain is true: pass init"):
         bn.fit(bn.SubjectData(X, Y_lh, Y_rh), TINY)
@@ -131,7 +132,7 @@ def test_recovers_a_planted_low_rank_map(racing):
 def test_targets_enter_training_only():
     """In training the targets move the output, by the shared projection times a / (1 + a + b);
     at inference they cannot be passed, and the noise is subtracted as (a + b) / (1 + a + b)."""
-    params = bn.resolve_params({**TINY, "dropout": 0.0})
+    params = BottleneckReadout().normalize({**TINY, "dropout": 0.0})
     a, b = params["leak_a"], params["leak_b"]
     model = bn.build_model(5, params)
     g = torch.Generator().manual_seed(0)
@@ -192,14 +193,14 @@ def test_pretraining_ignores_excluded_rows_and_fine_tuning_starts_from_it():
     for k, v in unchanged.model.state_dict().items():
         assert torch.equal(v, state[k]), k
     # with 0 epochs it predicts as the pretrained network with this subject's PCAs
-    pretrained = bn.build_model(20, bn.resolve_params(TINY))
+    pretrained = bn.build_model(20, BottleneckReadout().normalize(TINY))
     pretrained.load_state_dict(state)
     as_pretrained = bn.FittedBottleneck(pretrained.eval(), unchanged.pca_lh, unchanged.pca_rh, unchanged.params,
                                         unchanged.result)
     X_new = np.random.default_rng(5).normal(size=(7, 20)).astype(np.float32)
     np.testing.assert_array_equal(bn.predict(unchanged, X_new)[0], bn.predict(as_pretrained, X_new)[0])
     tuned = bn.fit(data, {**TINY, "epochs": 1}, init=state)
-    fresh = bn.build_model(20, bn.resolve_params(TINY)).state_dict()
+    fresh = bn.build_model(20, BottleneckReadout().normalize(TINY)).state_dict()
 
     def distance(a, b):
         return max(float((a[k] - b[k]).abs().max()) for k in b)
@@ -241,8 +242,8 @@ def test_a_killed_fit_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch)
 def test_a_fine_tune_checkpoint_is_not_resumed_onto_another_pretrained_state(tmp_path):
     X, Y_lh, Y_rh = _planted(n=150)
     data = bn.SubjectData(X, Y_lh, Y_rh)
-    one = bn.build_model(20, bn.resolve_params({**TINY, "seed": 1})).state_dict()
-    two = bn.build_model(20, bn.resolve_params({**TINY, "seed": 2})).state_dict()
+    one = bn.build_model(20, BottleneckReadout().normalize({**TINY, "seed": 1})).state_dict()
+    two = bn.build_model(20, BottleneckReadout().normalize({**TINY, "seed": 2})).state_dict()
     params = {**TINY, "epochs": 2}
     bn.fit(data, params, checkpoint=tmp_path / "ft.pt", key="subj01", init=one)
     assert bn.fit(data, params, checkpoint=tmp_path / "ft.pt", key="subj01", init=one).result.resumed_from == 2

@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nsdflow.readouts import gaussian as G
+from nsdflow.features.store import ArraySource
+from nsdflow.readouts import gaussian_net as G
+from nsdflow.readouts.gaussian import GaussianReadout
 from nsdflow.readouts.ridge import RidgeCV
 
 
@@ -104,7 +106,7 @@ def test_the_model_starts_as_the_search_and_evaluates_at_mu():
 
 def test_training_refines_positions_between_grid_points_and_beats_the_search():
     maps, Y, mu, signal = _planted()
-    src = [G.ArraySource(m) for m in maps]
+    src = [ArraySource(m) for m in maps]
     train, test = np.arange(150), np.arange(150, 250)
     pred_search, info_search = G.fit_predict(src, train, Y[train], test, {"positions": 7, "init_only": True})
     pred, info = G.fit_predict(src, train, Y[train], test, {"positions": 7})
@@ -114,12 +116,12 @@ def test_training_refines_positions_between_grid_points_and_beats_the_search():
     assert np.median(error) < 0.5 * np.median(error_search)
     assert info["kept"] == "trained"
     assert _r(pred, signal[test]).mean() > _r(pred_search, signal[test]).mean() + 0.03  # 0.98 against 0.91
-    assert np.median(info["sigma"]) < 0.5 * G.PARAMS["sigma_init"].default  # the jitter shrank
+    assert np.median(info["sigma"]) < 0.5 * GaussianReadout.params["sigma_init"].default  # the jitter shrank
 
 
 def test_two_levels_of_different_sizes():
     maps, Y, mu, signal = _planted(shapes=((4, 10, 14), (3, 5, 7)), smooth=1.0)
-    src = [G.ArraySource(m) for m in maps]
+    src = [ArraySource(m) for m in maps]
     train, test = np.arange(150), np.arange(150, 250)
     pred, info = G.fit_predict(src, train[::-1], Y[train][::-1], test[::-1], {"positions": 8})
     assert pred.shape == (100, 24) and info["mu"].shape == (24, 2) and info["sigma"].shape == (24, 2)
@@ -138,14 +140,14 @@ def test_the_hidden_stage_starts_at_zero_and_trains():
     plain.eval(), hidden.eval()
     with torch.no_grad():
         assert torch.equal(plain(X), hidden(X))
-    src = [G.ArraySource(m) for m in maps]
+    src = [ArraySource(m) for m in maps]
     pred, info = G.fit_predict(src, np.arange(80), Y[:80], np.arange(80, 120), {"positions": 7, "hidden": 3})
     assert info["kept"] == "trained" and _r(pred, signal[80:]).mean() > 0.9
 
 
 def test_a_resumed_training_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     maps, Y, _, _ = _planted(n=100, V=6)
-    src = [G.ArraySource(m) for m in maps]
+    src = [ArraySource(m) for m in maps]
     params = {"positions": 7, "epochs": 6, "patience": 6}
     whole, info = G.fit_predict(src, np.arange(80), Y[:80], np.arange(80, 100), params)
     again, _ = G.fit_predict(src, np.arange(80), Y[:80], np.arange(80, 100), params)
@@ -170,14 +172,14 @@ def test_a_resumed_training_equals_an_uninterrupted_one(tmp_path, monkeypatch):
 
 
 def test_parameters_and_inputs_are_checked():
-    assert G.check_params({})["positions"] == 27
+    assert GaussianReadout().normalize({})["positions"] == 27
     with pytest.raises(ValueError, match="width"):
-        G.check_params({"width": [0.1]})
+        GaussianReadout().normalize({"width": [0.1]})
     with pytest.raises(ValueError, match="widths"):
-        G.check_params({"widths": [-0.1]})
+        GaussianReadout().normalize({"widths": [-0.1]})
     with pytest.raises(ValueError, match="hidden"):
-        G.check_params({"hidden": 1.5})
-    src = [G.ArraySource(np.zeros((10, 2, 4, 4), np.float32))]
+        GaussianReadout().normalize({"hidden": 1.5})
+    src = [ArraySource(np.zeros((10, 2, 4, 4), np.float32))]
     with pytest.raises(ValueError, match="Y must be"):
         G.fit_predict(src, np.arange(8), np.zeros((7, 3)), np.arange(8, 10))
     with pytest.raises(ValueError, match="pred_rows"):

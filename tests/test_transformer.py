@@ -11,9 +11,17 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nsdflow.features.store import ArraySource
 from nsdflow.readouts import training
-from nsdflow.readouts.transformer import (PARAMS, ArraySource, BrainDecoder, _groups, check_params, fit_predict,
-                                          query_assignment, sine_position_embedding)
+from nsdflow.readouts.transformer import PARAMS
+from nsdflow.readouts.transformer_net import (
+    BrainDecoder,
+    _groups,
+    check_params,
+    fit_predict,
+    query_assignment,
+    sine_position_embedding,
+)
 
 
 @pytest.fixture(autouse=True)
