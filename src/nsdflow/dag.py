@@ -133,22 +133,28 @@ class Dag:
                 todo += [r.job for r in _refs(value) if r.job not in found]
         return found
 
-    def changed(self, recorded) -> list[tuple]:
-        """The jobs whose output exists but was made under another key: they must rerun.
+    def to_run(self, recorded, incomplete=lambda paths: set()) -> dict[tuple, str]:
+        """The jobs Snakemake must run, and why: ``missing`` (an output is missing, or was left
+        incomplete by a killed job) or ``key`` (it was made under another key: its code, config or
+        data changed).
 
-        ``recorded(path)``: the params Snakemake recorded for an output (None if it has none).
-        A job whose output is missing is not listed (Snakemake reruns it anyway), nor one without a
-        record (marked done by ``snakemake --touch``: Snakemake then has nothing to compare either).
+        ``recorded(path)``: the params Snakemake recorded for an output (None without a record: an
+        output marked done by ``snakemake --touch``, which Snakemake does not rerun either);
+        ``incomplete(paths)``: those of ``paths`` marked incomplete.
         """
-        out = []
-        for job in sorted(self.jobs()):
+        jobs = sorted(self.jobs())
+        paths = {job: self.output_of(job[0], **dict(job[1])) for job in jobs}
+        unfinished = incomplete(list(paths.values()))
+        out = {}
+        for job in jobs:
             rule, wc = job
-            path = self.output_of(rule, **dict(wc))
-            if not os.path.exists(path):
+            path = paths[job]
+            if not os.path.exists(path) or path in unfinished:
+                out[job] = "missing"
                 continue
             params = recorded(path)
             if params is not None and not any(self.key(rule, **dict(wc)) in str(p) for p in params):
-                out.append(job)
+                out[job] = "key"
         return out
 
     def output_of(self, rule: str, **wildcards) -> str:

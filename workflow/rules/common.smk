@@ -4,9 +4,10 @@
 # the content of exactly the data and results it reads (`key(rule)`, a param). Its inputs
 # (`inputs(rule)`) are all `ancient`: Snakemake runs a job after them, but a rerun of one of them
 # does not rerun it, nor does a file's time. So a job reruns when its own key changed, and then
-# only. Snakemake skips checking any job below one it reruns, and reaches those only through
-# inputs that are not `ancient`; so the jobs whose key changed also take `results/changes.json`
-# (rule `changes`, first of all when anything changed) as an ordinary input, which reaches them all.
+# only. Snakemake does not check any job below one it reruns, and reaches those only through inputs
+# that are not `ancient`; so every job that must run (its key changed, or an output is missing or
+# incomplete) takes `.snakemake/nsdflow/changes.json` as an ordinary input, which rule `changes`
+# writes first whenever any job must run: from it, Snakemake reaches them all.
 import atexit
 import os
 from collections import Counter
@@ -65,14 +66,22 @@ def recorded_params(path):
     return record.params if record is not None else None
 
 
-_changed = []
+def incomplete_outputs(paths):
+    """Those of ``paths`` that a killed job left marked incomplete (Snakemake's own markers)."""
+    try:
+        return set(workflow.persistence._filter_incomplete_keys(paths))
+    except (AttributeError, TypeError):  # no persistence here (a remote job): nothing to add
+        return set()
+
+
+_to_run = []
 
 
 def changed_jobs():
-    """The jobs whose output exists but was made under another key (computed once per DAG)."""
-    if not _changed:
-        _changed.append(set(GRAPH.changed(recorded_params)))
-    return _changed[0]
+    """The jobs that must run, and why: "key" or "missing" (nsdflow.dag.Dag.to_run; once per DAG)."""
+    if not _to_run:
+        _to_run.append(GRAPH.to_run(recorded_params, incomplete_outputs) if workflow.persistence is not None else {})
+    return _to_run[0]
 
 
 def inputs(rule):
@@ -97,7 +106,8 @@ def changes_stamp(wildcards):
     if jobs:
         import time
 
-        return canonical({"jobs": Counter(rule for rule, _ in jobs), "planned": time.time()})
+        return canonical({"jobs": Counter(rule for (rule, _), why in jobs.items() if why == "key"),
+                          "missing": sum(why == "missing" for why in jobs.values()), "planned": time.time()})
     import ast
 
     recorded = recorded_params(CHANGES)  # Snakemake records each param's repr

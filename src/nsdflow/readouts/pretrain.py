@@ -11,6 +11,7 @@ run ``test`` every subject's test images (where another subject trained on one).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,5 +62,7 @@ def pretrain_run(spec: dict[str, Any], run: str, designs: dict[str, str], data_r
     device = "cuda" if get_backend(backend).name == "torch_cuda" else "cpu"
     state = r.pretrain(subjects, exclude, params, device, checkpoint, key)
     save_checkpoint(out, state)
+    if checkpoint:  # the network is written: its resumable state is not needed any more
+        Path(checkpoint).unlink(missing_ok=True)
     log.info("%s: pretrained for run %s on %d subjects (%d images left out)", spec["readout"], run, len(subjects),
              sum(len(e) for e in exclude.values()))
