@@ -101,9 +101,11 @@ def inputs(rule):
 
 def changes_stamp(wildcards):
     """The changes rule's param: the changed jobs per rule and the time (so that it runs) whenever
-    some job's key changed; else what was recorded (so that it does not)."""
+    some job's key changed; else what was recorded (so that it does not). A job whose output is
+    missing needs no changes run to be reached: Snakemake follows a missing file through any input,
+    ancient or not, and a job above it reruns only if its own output is missing or its key changed."""
     jobs = changed_jobs()
-    if jobs:
+    if "key" in jobs.values():
         import time
 
         return canonical({"jobs": Counter(rule for (rule, _), why in jobs.items() if why == "key"),
@@ -137,22 +139,8 @@ wildcard_constraints:
 
 
 def final_outputs():
-    outputs = [
-        out("summarize", "summary_csv"),
-        out("summarize", "leaderboard_csv"),
-        out("scores_page"),
-        out("plot_models", "png"),
-        out("submission", "zip"),
-        out("submission", "check"),
-        out("provenance", "html"),
-    ]
-    outputs += [results.output("plot_roi_bars", "png", subject=s, hemi=h) for s in PLAN.subjects for h in HEMIS]
-    if config["plots"]["brain_maps"]["enabled"]:
-        outputs += [results.output("plot_brain_map", "png", model=m, subject=s)
-                    for m in PLAN.scored_models for s in PLAN.subjects]
-    if PLAN.ensembles:
-        outputs.append(out("selection", "csv"))  # which model won where
-    return outputs
+    """What a run makes: the tables, page, figures, submission and provenance (nsdflow.dag.Dag.targets)."""
+    return [target.path for target in GRAPH.targets()]
 
 
 # Which jobs' keys changed since they ran: the first job of a run that changes anything.
