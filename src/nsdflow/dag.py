@@ -114,8 +114,7 @@ class Dag:
                 ref("plot_models", "png"), ref("submission", "zip"), ref("submission", "check"),
                 ref("provenance", "html")]
         out += [ref("plot_roi_bars", "png", subject=s, hemi=h) for s in plan.subjects for h in HEMISPHERES]
-        if self.config["plots"]["brain_maps"]["enabled"]:
-            out += [ref("plot_brain_map", "png", model=m, subject=s) for m in plan.scored_models for s in plan.subjects]
+        out += [ref("plot_brain_map", "png", model=m, subject=s) for m in plan.brain_map_models for s in plan.subjects]
         if plan.ensembles:
             out.append(ref("selection", "csv"))
         return out

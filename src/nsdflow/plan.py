@@ -51,6 +51,8 @@ class Plan:
     ensembles: dict[str, dict] = field(default_factory=dict)
     #: Model grids by name: the models each expanded into (see expand_grids).
     grids: dict[str, list[str]] = field(default_factory=dict)
+    #: The models and ensembles drawn on the brain (plots.brain_maps: enabled, models).
+    brain_map_models: list[str] = field(default_factory=list)
     #: The readouts section: backend, threads.
     readout_settings: dict[str, Any] = field(default_factory=dict)
     shards: int = 1  # extraction.shards: extraction jobs per backbone
@@ -229,11 +231,23 @@ def make_plan(config: dict, demo_root: str = results.DEMO_ROOT, demo_withheld: s
         msg = f"submission.model: {sub!r} is not a configured model{' or ensemble' if ensembles else ''}; " \
               f"models: {', '.join(models)}"
         raise ConfigError(msg + (f"; ensembles: {', '.join(ensembles)}" if ensembles else ""))
+    brain_maps = (config.get("plots") or {}).get("brain_maps") or {}
+    if brain_maps.get("enabled", True) is False:
+        drawn = []
+    elif brain_maps.get("models") is None:
+        drawn = list(models) + list(ensembles)
+    else:
+        scored = set(models) | set(ensembles)
+        unknown = [m for m in brain_maps["models"] if m not in scored and m not in grids]
+        if unknown:
+            raise ConfigError(f"plots.brain_maps.models: {', '.join(map(repr, unknown))} "
+                              f"{'is' if len(unknown) == 1 else 'are'} not a configured model, grid or ensemble")
+        drawn = list(dict.fromkeys(x for m in brain_maps["models"] for x in grids.get(m, [m])))
     return Plan(
         data_root=str(root), withheld=str(withheld) if withheld else None, demo=demo, subjects=subjects,
         regions=region_names(roi_classes), roi_classes=roi_classes, backbones=used, models=dict(models),
         submission_model=sub, warnings=warnings, feature_sets=feature_sets, designs=designs,
-        model_plans=model_plans, ensembles=ensembles, grids=grids,
+        model_plans=model_plans, ensembles=ensembles, grids=grids, brain_map_models=drawn,
         shards=int((config.get("extraction") or {}).get("shards", 1)),
         readout_settings={"backend": "auto", "threads": 2, **(config.get("readouts") or {})},
         config=config,
