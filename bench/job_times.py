@@ -16,17 +16,22 @@ from pathlib import Path
 
 def job_times(workdir: Path) -> dict[str, list[float]]:
     """Per rule, the wall time of each job (seconds), from ``.snakemake/metadata``."""
-    seen, out = set(), defaultdict(list)
+    spans, out = {}, defaultdict(list)
     for path in (Path(workdir) / ".snakemake" / "metadata").iterdir():
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        job = (record.get("rule"), record.get("starttime"), record.get("endtime"))
-        if None in job or job in seen:  # a job with several outputs has one record per output
+        rule, start, end = record.get("rule"), record.get("starttime"), record.get("endtime")
+        if None in (rule, start, end):
             continue
-        seen.add(job)
-        out[job[0]].append(job[2] - job[1])
+        # A job with several outputs has one record per output (one job_hash): the job ran from
+        # its first start to its last output.
+        job = (rule, record.get("job_hash"), start if record.get("job_hash") is None else None)
+        first, last = spans.get(job, (start, end))
+        spans[job] = (min(first, start), max(last, end))
+    for (rule, _, _), (start, end) in spans.items():
+        out[rule].append(end - start)
     return dict(out)
 
 
