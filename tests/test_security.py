@@ -1,0 +1,176 @@
+"""Hostile inputs (issue 12): a data root, a config or a zip can neither run code nor exhaust the machine.
+
+Each test tries the attack itself: a mapping whose pickle runs code, a config whose strings are
+shell metacharacters, a zip bomb, a decompression-bomb PNG, an odd first image; and the smaller
+holes found with them (non-integer keys, non-string config keys, partial summaries, writes that
+a power loss could leave empty).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, nsdflow_env, run_snakemake, write_subject
+
+from nsdflow.data.layout import SubjectPaths
+from nsdflow.data.read import DataError, load_roi_mapping, read_mapping_file
+from nsdflow.data.validate import validate_subject
+
+GENUINE = {0: "Unknown", 1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral",
+           6: "lateral", 7: "parietal"}
+
+
+# ----------------------------------------------------------------------------- pickled mappings
+
+
+class _RunsCodeThenMaps:
+    """Unpickles by calling eval, which touches ``marker`` and then returns the genuine mapping."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return eval, (f"__import__('pathlib').Path({self.marker!r}).touch() or {GENUINE!r}",)
+
+
+class _RunsShell:
+    """Unpickles by calling os.system."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def _poison(root, marker, kind=_RunsCodeThenMaps, roi_class="streams"):
+    path = SubjectPaths(root, 1).mapping(roi_class)
+    np.save(path, np.array(kind(marker), dtype=object), allow_pickle=True)
+    return path
+
+
+def test_the_poisoned_mapping_is_a_real_attack(small_root, tmp_path):
+    """What numpy's own loader does with it: runs the code and returns the genuine dict."""
+    marker = tmp_path / "ran"
+    path = _poison(small_root, marker)
+    assert np.load(path, allow_pickle=True).item() == GENUINE
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind, callable_", [(_RunsCodeThenMaps, "builtins.eval"), (_RunsShell, "posix.system")])
+def test_a_mapping_whose_pickle_runs_code_is_refused_by_name(small_root, tmp_path, kind, callable_):
+    marker = tmp_path / "ran"
+    _poison(small_root, marker, kind)
+    with pytest.raises(DataError) as info:
+        validate_subject(small_root, 1)
+    assert f"mapping_streams.npy: refused: its pickle calls {callable_}, which a mapping never holds" in str(info.value)
+    assert not marker.exists()
+
+
+def test_validate_data_refuses_the_poisoned_mapping(small_root, tmp_path):
+    marker = tmp_path / "ran"
+    _poison(small_root, marker)
+    proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "validate-data", "--data", str(small_root),
+                           "--no-image-check"], capture_output=True, text=True, env=nsdflow_env())
+    assert proc.returncode == 1
+    assert "mapping_streams.npy: refused: its pickle calls builtins.eval" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+
+
+def test_the_dag_refuses_the_poisoned_mapping(tmp_path):
+    """Through Snakemake: the validate_data job fails naming the file, nothing runs, and the jobs that
+    read the mappings after it (regions) never start."""
+    root = tmp_path / "data"
+    write_subject(root, "subj01", 12, 3, {"lh": 20, "rh": 22})
+    marker = tmp_path / "ran"
+    _poison(root, marker)
+    config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    config["data"] = {"root": str(root), "check_images": False}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tmp_path, "--keep-going", "results/data/subj01.json", "results/regions/subj01_lh.npz",
+                         check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "logs/validate_data/subj01.log").read_text()
+    assert "mapping_streams.npy: refused: its pickle calls builtins.eval" in log
+    assert not marker.exists()
+    assert not (tmp_path / "results/data/subj01.json").exists()
+    assert not (tmp_path / "results/regions/subj01_lh.npz").exists()
+
+
+def test_genuine_mappings_load_whatever_numpy_wrote_them(tmp_path):
+    """numpy 2 writes numpy._core.multiarray, numpy 1 numpy.core.multiarray; keys may be numpy
+    integers and names numpy strings."""
+    mapping = {0: "Unknown", np.int64(1): np.str_("V1v"), np.int32(2): "V1d"}
+    new = tmp_path / "new.npy"
+    np.save(new, np.array(mapping, dtype=object), allow_pickle=True)
+    assert read_mapping_file(new) == {0: "Unknown", 1: "V1v", 2: "V1d"}
+    old = tmp_path / "old.npy"
+    arr = np.array(mapping, dtype=object)
+    with open(old, "wb") as f:  # numpy 1 pickled with protocol 3, which names globals as text lines
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(arr))
+        f.write(pickle.dumps(arr, protocol=3).replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert b"cnumpy.core.multiarray\n_reconstruct" in old.read_bytes()
+    assert read_mapping_file(old) == {0: "Unknown", 1: "V1v", 2: "V1d"}
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({0: "Unknown", "V1v": 1}, "key 'V1v' is not an integer label: a mapping is a dict {integer label: ROI name}"),
+    ({0: "Unknown", 1.5: "V1v"}, "key 1.5 is not an integer label"),
+    ({0: "Unknown", 1: 7}, "label 1 maps to 7, not to an ROI name (a string)"),
+    ([0, 1], "expected a pickled dict {int: name} (np.save of a dict), got an array of shape (2,)"),
+])
+def test_a_mapping_that_is_not_int_to_name_is_named(small_root, mapping, message):
+    path = SubjectPaths(small_root, 1).mapping("streams")
+    np.save(path, np.array(mapping, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError) as info:
+        load_roi_mapping(small_root, 1, "streams")
+    assert f"mapping_streams.npy: {message}" in str(info.value)
+
+
+def test_a_mapping_with_text_keys_fails_validate_data_by_name(small_root):
+    np.save(SubjectPaths(small_root, 1).mapping("streams"), np.array({"early": 1}, dtype=object), allow_pickle=True)
+    proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "validate-data", "--data", str(small_root),
+                           "--no-image-check"], capture_output=True, text=True, env=nsdflow_env())
+    assert proc.returncode == 1
+    assert "mapping_streams.npy: key 'early' is not an integer label" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _calls(tree, name):
+    """Calls of ``<module>.<name>(...)`` in a parsed file."""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == name]
+
+
+def _keyword(call, name):
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def test_nothing_else_unpickles():
+    """No module loads a pickle: torch.load only with weights_only=True, np.load never with
+    allow_pickle=True, no pickle.load or pandas.read_pickle outside the mapping reader."""
+    offenders = []
+    for path in sorted((REPO / "src").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        where = path.relative_to(REPO)
+        for call in _calls(tree, "load"):
+            owner = call.func.value.id if isinstance(call.func.value, ast.Name) else None
+            if owner == "torch" and not (isinstance(_keyword(call, "weights_only"), ast.Constant)
+                                         and _keyword(call, "weights_only").value is True):
+                offenders.append(f"{where}:{call.lineno}: torch.load without weights_only=True")
+            if owner == "np" and isinstance(_keyword(call, "allow_pickle"), ast.Constant) \
+                    and _keyword(call, "allow_pickle").value is True:
+                offenders.append(f"{where}:{call.lineno}: np.load with allow_pickle=True")
+            if owner in ("pickle", "cloudpickle", "dill", "joblib"):
+                offenders.append(f"{where}:{call.lineno}: {owner}.load")
+        offenders += [f"{where}:{c.lineno}: {c.func.attr}" for c in _calls(tree, "read_pickle") + _calls(tree, "loads")
+                      if isinstance(c.func.value, ast.Name) and c.func.value.id in ("pd", "pickle")]
+    assert offenders == []
