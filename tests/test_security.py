@@ -174,3 +174,28 @@ def test_nothing_else_unpickles():
         offenders += [f"{where}:{c.lineno}: {c.func.attr}" for c in _calls(tree, "read_pickle") + _calls(tree, "loads")
                       if isinstance(c.func.value, ast.Name) and c.func.value.id in ("pd", "pickle")]
     assert offenders == []
+
+
+# ----------------------------------------------------------------------------- validate-data summaries
+
+
+def _validate_cli(root, *args):
+    return subprocess.run([sys.executable, "-m", "nsdflow.cli", "validate-data", "--data", str(root), "--no-image-check",
+                           *args], capture_output=True, text=True, env=nsdflow_env())
+
+
+def test_validate_data_writes_no_summary_when_a_later_subject_fails(tmp_path):
+    root = tmp_path / "data"
+    write_subject(root, "subj01", 12, 3, {"lh": 20, "rh": 22})
+    write_subject(root, "subj02", 12, 3, {"lh": 20, "rh": 22})
+    out = tmp_path / "summaries"
+    assert _validate_cli(root, "--out", str(out)).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["subj01.json", "subj02.json"]
+    SubjectPaths(root, 2).fmri("rh").unlink()
+    SubjectPaths(root, 1).mapping("streams").unlink()
+    proc = _validate_cli(root, "--out", str(out))
+    assert proc.returncode == 1
+    # Every subject's problems at once, and no summary left that looks like this run's pass.
+    assert "subj02/training_split/training_fmri/rh_training_fmri.npy: file is missing" in proc.stderr
+    assert "subj01/roi_masks/mapping_streams.npy: mapping file of ROI class 'streams' is missing" in proc.stderr
+    assert list(out.iterdir()) == []
