@@ -11,13 +11,16 @@ from __future__ import annotations
 import ast
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 import yaml
 from conftest import REPO, nsdflow_env, run_snakemake, write_subject
+from PIL import Image
 
 from nsdflow.data.layout import SubjectPaths
 from nsdflow.data.read import DataError, load_roi_mapping, read_mapping_file
@@ -199,3 +202,115 @@ def test_validate_data_writes_no_summary_when_a_later_subject_fails(tmp_path):
     assert "subj02/training_split/training_fmri/rh_training_fmri.npy: file is missing" in proc.stderr
     assert "subj01/roi_masks/mapping_streams.npy: mapping file of ROI class 'streams' is missing" in proc.stderr
     assert list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _png_of_zeros(path, width, height):
+    """A valid black RGB PNG of any declared size in little space: each row is deflated alone
+    (full flush), so every row compresses to the same bytes, repeated."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = bytes(1 + 3 * width)  # filter byte 0, then the pixels
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    one_row = deflate.compress(row) + deflate.flush(zlib.Z_FULL_FLUSH)
+    n = len(row) * height
+    adler = ((n % 65521) << 16) | 1  # Adler-32 of n zero bytes
+    idat = b"\x78\xda" + one_row * height + deflate.flush() + struct.pack(">I", adler)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def _png(path, width=48, height=48, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, format="PNG")
+    return path
+
+
+@pytest.fixture
+def png_root(tmp_path):
+    """A one-subject root of 48 x 48 PNGs (6 training, 2 test images)."""
+    root = tmp_path / "data"
+    p = write_subject(root, "subj01", 6, 2, {"lh": 10, "rh": 12})
+    for split in ("train", "test"):
+        for k, f in enumerate(sorted(p.images_dir(split).iterdir())):
+            _png(f, seed=k)
+    return root
+
+
+def _first_image(root):
+    return SubjectPaths(root, 1).images_dir("train") / "train-0001_nsd-00001.png"
+
+
+def test_the_bomb_png_is_valid_and_small(tmp_path):
+    small = _png_of_zeros(tmp_path / "small.png", 300, 200)
+    with Image.open(small) as im:
+        assert im.size == (300, 200) and not np.asarray(im.convert("RGB")).any()
+    assert _png_of_zeros(tmp_path / "bomb.png", 15_000, 15_000).stat().st_size < 2 * 2**20
+
+
+@pytest.mark.parametrize("side, says", [
+    (15_000, "image too large: it declares 225,000,000 pixels, over the limit of 4096 x 4096"),  # PIL's guard
+    (5_000, "image too large: it declares 5000 x 5000 pixels, over the limit of 4096 x 4096"),  # below it
+])
+def test_a_decompression_bomb_is_named_by_validate_data_and_cache_images(png_root, tmp_path, side, says):
+    _png_of_zeros(_first_image(png_root), side, side)
+    proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "validate-data", "--data", str(png_root)],
+                          capture_output=True, text=True, env=nsdflow_env())
+    assert proc.returncode == 1
+    assert f"train-0001_nsd-00001.png: {says}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    from nsdflow.features.images import build_index
+    from nsdflow.io import save_table
+
+    save_table(build_index(png_root, ["subj01"]), tmp_path / "index.csv")
+    proc = subprocess.run([sys.executable, "-m", "nsdflow.cli", "cache-images", "--index", str(tmp_path / "index.csv"),
+                           "--store", str(tmp_path / "c.zarr"), "--out", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, env=nsdflow_env())
+    assert proc.returncode == 1
+    assert f"train-0001_nsd-00001.png: {says}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_jpeg_under_a_png_name_fails_validation(png_root):
+    path = _first_image(png_root)
+    Image.open(path).convert("RGB").save(path, format="JPEG")
+    with pytest.raises(DataError) as info:
+        validate_subject(png_root, 1, check_images=True)
+    assert "train-0001_nsd-00001.png: holds JPEG content, not PNG: the layout's images are PNG files" in str(info.value)
+    from nsdflow.features.images import decode_image
+
+    with pytest.raises(DataError, match="holds JPEG content, not PNG"):
+        decode_image(path)
+
+
+def test_an_odd_first_image_changes_nothing(png_root, tmp_path, caplog):
+    """Without images.size the cache takes the most common size: a 16 x 8 first image is resized
+    to it (and the log says so) instead of shrinking every other image to 8 pixels."""
+    from nsdflow.features.images import ImageCache, build_image_cache, build_index, decode_image
+
+    odd = _png(_first_image(png_root), width=16, height=8)
+    index = build_index(png_root, ["subj01"])
+    with caplog.at_level("INFO", logger="nsdflow.features.images"):
+        info = build_image_cache(index, tmp_path / "c.zarr", tmp_path / "c.json", chunk=4)
+    assert info["size"] == 48
+    cache = ImageCache(tmp_path / "c.zarr")
+    paths = dict(zip(index["nsd_id"], index["path"]))
+    for row, nsd_id in enumerate(cache.nsd_ids):
+        expected = decode_image(paths[nsd_id], 48)
+        assert np.array_equal(cache.pixels[row], expected)
+        if paths[nsd_id] != str(odd):  # every other image is cached exactly as decoded
+            assert np.array_equal(expected, decode_image(paths[nsd_id]))
+    assert "1 of 8 images are resized to 48 x 48 (bicubic): train-0001_nsd-00001.png (16 x 8)" in caplog.text
+
+
+def test_without_images_size_a_non_square_majority_is_an_error(tmp_path):
+    from nsdflow.features.images import cache_side
+
+    assert cache_side([(16, 8), (48, 48), (32, 32), (32, 32), None]) == 32
+    assert cache_side([(16, 16), (48, 48)]) == 48  # a tie goes to the larger
+    with pytest.raises(ValueError, match="images.size: most images are 500 x 375, not square; set images.size"):
+        cache_side([(500, 375), (500, 375), (425, 425)])

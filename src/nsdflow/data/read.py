@@ -7,10 +7,13 @@ readers and lists every problem at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -102,6 +105,43 @@ def list_images(root: str | Path, subject: int | str, split: str) -> list[ImageN
     if problems:
         raise DataError(problems)
     return names
+
+
+#: The most pixels an image may declare: 4096 x 4096, about 90 times NSD's 425 x 425 (50 MB as RGB).
+#: PIL's own guard stops only above 179 million pixels (0.5 GB each), and with a traceback.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+@contextlib.contextmanager
+def open_png(path: str | Path) -> Iterator:
+    """Open an image of the data root with PIL, checking its header before any pixel is decoded.
+
+    Raises :class:`DataError` naming the file if its content is not PNG (whatever its name) or
+    it declares more than :data:`MAX_IMAGE_PIXELS` pixels (a decompression bomb: a small file
+    that would decode to gigabytes). Unreadable files raise PIL's own errors.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as err:  # PIL's guard, far above ours: it names only the pixel count
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        raise DataError(Problem(path, _too_large(f"it declares {int(pixels[1]):,} pixels" if pixels else str(err)))) \
+            from None
+    with im:
+        if im.format != "PNG":
+            raise DataError(Problem(path, f"holds {im.format} content, not PNG: the layout's images are PNG files "
+                                          "(lossless); re-copy it from the original download"))
+        width, height = im.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(Problem(path, _too_large(f"it declares {width} x {height} pixels")))
+        yield im
+
+
+def _too_large(what: str) -> str:
+    return (f"image too large: {what}, over the limit of 4096 x 4096 (NSD's images are 425 x 425); a "
+            "decompression bomb or not a stimulus image: re-copy it from the original download")
 
 
 def image_path(root: str | Path, subject: int | str, image: ImageName) -> Path:
