@@ -9,11 +9,15 @@ a power loss could leave empty).
 from __future__ import annotations
 
 import ast
+import io
+import json
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import time
+import zipfile
 import zlib
 
 import numpy as np
@@ -314,3 +318,137 @@ def test_without_images_size_a_non_square_majority_is_an_error(tmp_path):
     assert cache_side([(16, 16), (48, 48)]) == 48  # a tie goes to the larger
     with pytest.raises(ValueError, match="images.size: most images are 500 x 375, not square; set images.size"):
         cache_side([(500, 375), (500, 375), (425, 425)])
+
+
+# ----------------------------------------------------------------------------- submission zips
+
+
+def _npy_header(shape) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def _deflated(segments):
+    """Raw deflate of ``segments`` ((block, times) each, concatenated) with its CRC-32 and size:
+    each block is deflated once and ends in a full flush, so its bytes repeat ``times`` times."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out, crc, size = [], 0, 0
+    for block, times in segments:
+        out.append((deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)) * times)
+        for _ in range(times):
+            crc = zlib.crc32(block, crc)
+        size += len(block) * times
+    out.append(deflate.flush())
+    return b"".join(out), crc, size
+
+
+def _zip_of_one(path, name, data, crc, size, declared=None):
+    """A zip of one deflated entry whose directory declares ``declared`` bytes (``size``: honest)."""
+    name = name.encode()
+    declared = size if declared is None else declared
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(data), declared, len(name), 0)
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc, len(data), declared,
+                          len(name), 0, 0, 0, 0, 0, 0)
+    directory = central + name
+    offset = len(local) + len(name) + len(data)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), offset, 0)
+    path.write_bytes(local + name + data + directory + end)
+    return path
+
+
+MiB = 1 << 20
+ZERO_MiB = bytes(MiB)
+
+
+def _bomb(path, kind):
+    """subj01/lh_pred_test.npy, a (4, 30) float32 array for the ``root`` fixture, as a 2 MB zip entry:
+    trailing: its valid header and array, then 2 GiB of zeros, all declared;
+    lying: the same 2 GiB carried, but only the header and array declared;
+    huge: a header declaring a (4, 2**27) float32 array, 2 GiB of zeros, all declared."""
+    name = "subj01/lh_pred_test.npy"
+    if kind == "huge":
+        data, crc, size = _deflated([(_npy_header((4, 2**27)), 1), (ZERO_MiB, 2048)])
+        return _zip_of_one(path, name, data, crc, size)
+    data, crc, size = _deflated([(_npy_header((4, 30)), 1), (bytes(480), 1), (ZERO_MiB, 2048)])
+    if kind == "lying":
+        crc = zlib.crc32(bytes(480), zlib.crc32(_npy_header((4, 30))))
+        return _zip_of_one(path, name, data, crc, size, declared=len(_npy_header((4, 30))) + 480)
+    return _zip_of_one(path, name, data, crc, size)
+
+
+def test_the_bomb_zips_are_valid_zips(tmp_path):
+    """The same construction, with 3 MiB instead of 2 GiB, reads back through zipfile, CRC checked."""
+    data, crc, size = _deflated([(_npy_header((4, 30)), 1), (bytes(480), 1), (ZERO_MiB, 3)])
+    path = _zip_of_one(tmp_path / "small.zip", "subj01/lh_pred_test.npy", data, crc, size)
+    with zipfile.ZipFile(path) as zf:
+        content = zf.read("subj01/lh_pred_test.npy")
+    assert content == _npy_header((4, 30)) + bytes(480 + 3 * MiB)
+    assert (tmp_path / "small.zip").stat().st_size < 10_000
+
+
+@pytest.fixture
+def sub_root(tmp_path):
+    r = tmp_path / "data"
+    write_subject(r, "subj01", 10, 4, {"lh": 30, "rh": 35})
+    return r
+
+
+CHECK_IN_A_CHILD = """
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression fails here, not the machine
+from nsdflow.submission.archive import check_submission
+t0 = time.perf_counter()
+report = check_submission(sys.argv[1], sys.argv[2])
+print(json.dumps({"seconds": time.perf_counter() - t0, "errors": report.errors,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("trailing", "subj01/lh_pred_test.npy: declares 2,147,484,256 bytes: 2,147,483,648 bytes after its (4, 30) "
+                 "float32 array; refused unread"),
+    ("lying", "subj01/lh_pred_test.npy: carries 2,"),
+    ("huge", "subj01/lh_pred_test.npy: shape (4, 134217728), expected (4, 30)"),
+])
+def test_a_zip_bomb_is_refused_in_little_memory_and_time(sub_root, tmp_path, kind, says):
+    path = _bomb(tmp_path / "bomb.zip", kind)
+    assert path.stat().st_size < 2.5 * MiB
+    proc = subprocess.run([sys.executable, "-c", CHECK_IN_A_CHILD, str(path), str(sub_root)], capture_output=True,
+                          text=True, env=nsdflow_env())
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert any(says in e for e in result["errors"]), result["errors"]
+    assert result["peak_mb"] < 200, result
+    assert result["seconds"] < 1.0, result
+
+
+def test_twenty_thousand_junk_entries_take_well_under_a_second(sub_root, tmp_path):
+    from nsdflow.submission.archive import assemble_submission, check_submission
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "junk.zip"
+    assemble_submission({("subj01", h): rng.normal(size=(4, n)).astype(np.float32) for h, n in (("lh", 30), ("rh", 35))},
+                        path)
+    with zipfile.ZipFile(path, "a") as zf:
+        for k in range(20_000):
+            zf.writestr(f"junk/{k:05d}.txt", b"")
+    t0 = time.perf_counter()
+    report = check_submission(path, sub_root)
+    seconds = time.perf_counter() - t0
+    assert report.ok, str(report)
+    assert "and 19990 more" in str(report)
+    assert seconds < 0.5, seconds
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_unread(sub_root, tmp_path):
+    from nsdflow.submission.archive import check_submission
+
+    data, crc, size = _deflated([(b"x", 1)])
+    path = _zip_of_one(tmp_path / "many.zip", "x", data, crc, size)
+    raw = bytearray(path.read_bytes())
+    raw[-12:-8] = struct.pack("<HH", 0xFFFF, 0xFFFF)  # the entry counts of the end record
+    path.write_bytes(bytes(raw))
+    report = check_submission(path, sub_root)
+    assert report.errors == [f"{path}: declares 65,535 or more entries (a submission has 24); refused without "
+                             "reading them"]
