@@ -400,8 +400,10 @@ resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression fails
 from nsdflow.submission.archive import check_submission
 t0 = time.perf_counter()
 report = check_submission(sys.argv[1], sys.argv[2])
-print(json.dumps({"seconds": time.perf_counter() - t0, "errors": report.errors,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, the peak resident memory of this process's own image: ru_maxrss would also count the
+# parent's (pytest's) resident memory at fork, which Linux carries across exec.
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": time.perf_counter() - t0, "errors": report.errors, "peak_mb": peak_kb / 1024}))
 """
 
 
@@ -452,3 +454,75 @@ def test_a_zip_declaring_too_many_entries_is_refused_unread(sub_root, tmp_path):
     report = check_submission(path, sub_root)
     assert report.errors == [f"{path}: declares 65,535 or more entries (a submission has 24); refused without "
                              "reading them"]
+
+
+# ----------------------------------------------------------------------------- configs
+
+TINY = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+
+
+def _problems_of(edit):
+    import copy
+
+    from nsdflow.config import config_problems
+
+    config = copy.deepcopy(TINY)
+    edit(config)
+    return config_problems(config)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c["models"].update({1: c["models"].pop("clip_ridge")}),
+     "models: the key 1 is an integer, not a string; keys are names: write it in quotes ('1') or rename it"),
+    (lambda c: c["data"].update({5: "x"}), "data: the key 5 is an integer, not a string"),
+    (lambda c: c.update({True: 1}), "(top level): the key True is a boolean, not a string"),
+    (lambda c: c["models"]["alex_ridge"].update(params={None: 1}),
+     "models.alex_ridge.params: the key None is null, not a string"),
+])
+def test_a_key_that_is_not_a_string_is_named(edit, expected):
+    found = _problems_of(edit)
+    assert any(expected in p for p in found), found
+
+
+def test_snakemake_names_a_key_that_is_not_a_string(tmp_path):
+    text = (REPO / "tests/configs/tiny.yaml").read_text().replace("  alex_ridge:", "  1:").replace(
+        "model: alex_ridge", "model: clip_ridge")
+    (tmp_path / "config.yaml").write_text(text)
+    proc = run_snakemake(tmp_path, "--dry-run", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "models: the key 1 is an integer, not a string" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("section", ["models", "backbones", "ensembles"])
+@pytest.mark.parametrize("name, means", [(".", "this folder"), ("..", "the folder above")])
+def test_names_dot_and_dot_dot_are_refused(section, name, means):
+    def edit(c):
+        if section == "ensembles":
+            c["ensembles"] = {name: {"models": ["alex_ridge", "clip_ridge"]}}
+        else:
+            c[section][name] = next(iter(c[section].values()))
+
+    assert f"{section}: the name {name!r} is not allowed: it becomes a folder name, where it means {means}" \
+           in " ".join(_problems_of(edit))
+
+
+def test_names_with_dots_are_still_allowed():
+    assert _problems_of(lambda c: c["models"].update({"v1.2-x_y": c["models"]["alex_ridge"], ".hidden": {
+        "readout": "ridge", "features": ["alex/features.5"]}})) == []
+
+
+def test_cmap_is_a_colour_map_matplotlib_knows():
+    import matplotlib
+
+    from nsdflow.config import _colour_map_problem
+
+    assert [m for m in matplotlib.colormaps if _colour_map_problem({"plots": {"brain_maps": {"cmap": m}}})] == []
+    found = _problems_of(lambda c: c.update(plots={"brain_maps": {"cmap": "infern"}}))
+    assert len(found) == 1
+    assert found[0].startswith("plots.brain_maps.cmap: 'infern' is not a matplotlib colour map (did you mean "
+                               "'inferno'?); known: Accent, afmhot, autumn")
+    assert "(each also reversed: <name>_r)" in found[0]
+    assert _problems_of(lambda c: c.update(plots={"brain_maps": {"cmap": "$(touch PWNED)"}}))[0].startswith(
+        "plots.brain_maps.cmap: '$(touch PWNED)' is not a matplotlib colour map; known: ")
