@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pickle
+import shlex
 import struct
 import subprocess
 import sys
@@ -526,3 +527,97 @@ def test_cmap_is_a_colour_map_matplotlib_knows():
     assert "(each also reversed: <name>_r)" in found[0]
     assert _problems_of(lambda c: c.update(plots={"brain_maps": {"cmap": "$(touch PWNED)"}}))[0].startswith(
         "plots.brain_maps.cmap: '$(touch PWNED)' is not a matplotlib colour map; known: ")
+
+
+# ----------------------------------------------------------------------------- shell quoting
+
+EVIL = "da ta $(touch PWNED) `touch PWNED`; a|b&c 'q' \"d\" *#<>\\ PWNED"
+
+
+def _hostile_config(tmp_path):
+    """tiny.yaml with shell metacharacters and spaces in every string-valued key (names keep to
+    what the schema allows), over a data root whose path has them too. Returns (config, values)."""
+    evil = tmp_path / EVIL
+    root, withheld = evil / "root $(touch PWNED)", evil / "with held;touch PWNED"
+    write_subject(root, "subj01", 12, 3, {"lh": 20, "rh": 22})
+    (withheld / "subj01").mkdir(parents=True)
+    hdf5, checkpoint = evil / "stimuli $(touch PWNED).hdf5", evil / "alex net `touch PWNED`.pt"
+    hdf5.write_bytes(b"not read by a dry run")
+    checkpoint.write_bytes(b"not read by a dry run")
+    values = {"root": str(root), "withheld": str(withheld), "hdf5": str(hdf5), "dataset": "img Brick $(touch PWNED)",
+              "model": "net '$(touch PWNED)'", "checkpoint": str(checkpoint), "tag": "tag; touch PWNED",
+              "cache_dir": str(evil / "hf cache"), "layer": "features.5 $(touch PWNED)"}
+    values["feature"] = f"a.l-e_x/{values['layer']}"
+    alex = {"kind": "alexnet", "model": values["model"], "weights": {"init": "checkpoint", "path": values["checkpoint"]},
+            "chunk": 32, "layers": {"features.5": {"pool": "avg2"}, values["layer"]: {"pool": "mean"}}}
+    clip = {**TINY["backbones"]["clip"], "weights": {"init": "random", "seed": 0, "tag": values["tag"],
+                                                      "cache_dir": values["cache_dir"]}}
+    config = {
+        **TINY,
+        "data": {"root": values["root"], "withheld": values["withheld"], "check_images": False},
+        "images": {"source": "hdf5", "hdf5": values["hdf5"], "hdf5_dataset": values["dataset"]},
+        "backbones": {"a.l-e_x": alex, "c_l.ip": clip},
+        "models": {"m.1-a_b": {"readout": "ridge", "features": ["a.l-e_x/features.5", values["feature"]]},
+                   "pca.lin": {"readout": "pca_linear", "features": ["c_l.ip/image"],
+                               "pca": {"n_components": 4, "batch_size": 8}}},
+        "ensembles": {"en.s-1": {"models": ["m.1-a_b", "pca.lin"], "method": "weighted"}},
+        "submission": {"model": "en.s-1"},
+        "plots": {"brain_maps": {"cmap": "RdBu_r", "vmax": 0.5}},
+    }
+    return config, values
+
+
+def _hostile(text: str) -> bool:
+    """Whether ``text`` holds a hostile value or a piece of one (file names made of a value keep
+    only its letters, digits and '._-': those are not)."""
+    return "PWNED" in text and bool(set(text) & set(" $`;|&'\"*#<>\\"))
+
+
+def _json_strings(obj):
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in [k, *_json_strings(v)]]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _json_strings(v)]
+    return [obj] if isinstance(obj, str) else []
+
+
+def test_config_strings_reach_no_shell(tmp_path):
+    """Every rule's command, as Snakemake prints it for a config of metacharacters and spaces,
+    keeps each value one argument, and bash running it (with a stand-in nsdflow that records its
+    arguments) passes each value verbatim and runs nothing."""
+    from nsdflow import results
+
+    config, values = _hostile_config(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    out = run_snakemake(work, "--dry-run", "--printshellcmds").stdout
+    commands = [line.split(": ", 1)[1] for line in out.splitlines()
+                if line.startswith("Shell command: ") and line != "Shell command: None"]  # rule all has none
+    rules = {line.split()[-1].rstrip(":") for line in out.splitlines() if line.startswith(("rule ", "localrule "))}
+    assert set(results.OUTPUTS) - {"demo"} <= rules  # every rule but the demo's is scanned
+    hostile, seen = set(values.values()), set()
+    for command in commands:
+        for token in (t for t in shlex.split(command) if _hostile(t)):
+            strings = _json_strings(json.loads(token)) if token[:1] in "{[" else [token]
+            for s in filter(_hostile, strings):
+                assert s in hostile, f"{s!r} is a fragment of a value in: {command}"
+                seen.add(s)
+    assert seen == hostile
+
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "nsdflow").write_text('#!/bin/sh\nprintf \'%s\\0\' "$@" > "$ARGV_FILE"\n')
+    (stub / "nsdflow").chmod(0o755)
+    scratch = tmp_path / "scratch"
+    env = {**nsdflow_env(), "PATH": f"{stub}{os.pathsep}{os.environ['PATH']}"}
+    for k, command in enumerate(commands):
+        tokens = shlex.split(command)
+        end = tokens.index(">")
+        (scratch / tokens[end + 1]).parent.mkdir(parents=True, exist_ok=True)
+        argv = tmp_path / f"argv{k}"
+        proc = subprocess.run(["bash", "-c", f"set -euo pipefail; {command}"], cwd=scratch, capture_output=True,
+                              text=True, env={**env, "ARGV_FILE": str(argv)})
+        assert proc.returncode == 0, (command, proc.stderr)
+        assert argv.read_bytes().split(b"\0")[:-1] == [t.encode() for t in tokens[1:end]], command
+    assert not [p for p in tmp_path.rglob("*PWNED") if p.name == "PWNED"]
