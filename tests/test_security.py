@@ -621,3 +621,60 @@ def test_config_strings_reach_no_shell(tmp_path):
         assert proc.returncode == 0, (command, proc.stderr)
         assert argv.read_bytes().split(b"\0")[:-1] == [t.encode() for t in tokens[1:end]], command
     assert not [p for p in tmp_path.rglob("*PWNED") if p.name == "PWNED"]
+
+
+# ----------------------------------------------------------------------------- flushed before finished
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """The paths the test fsyncs, in order (read from /proc)."""
+    events = []
+    real = os.fsync
+
+    def fsync(fd):
+        events.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return events
+
+
+def test_atomic_path_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, fsyncs, monkeypatch):
+    from nsdflow.io import atomic_write_text
+
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append(len(fsyncs)), real_replace(a, b)))
+    atomic_write_text(tmp_path / "out.txt", "done")
+    assert (tmp_path / "out.txt").read_text() == "done"
+    assert len(fsyncs) == 2 and renames == [1]  # the file, the rename, then the folder
+    assert os.path.basename(fsyncs[0]).startswith(".out.txt.") and fsyncs[1] == str(tmp_path)
+
+
+def test_a_chunk_is_marked_done_only_after_its_files_are_synced(tmp_path, monkeypatch):
+    """What both writers (the image cache, feature extraction) call after writing a chunk: every
+    file of that row chunk, in every array, is synced before the marker exists."""
+    from nsdflow.features import chunks
+
+    store = tmp_path / "s.zarr"
+
+    def create(group):
+        group.create_array("layers/x", shape=(10, 6), chunks=(4, 4), dtype="float32", fill_value=np.nan)
+        group.create_array("digests", shape=(10,), chunks=(4,), dtype="uint64", fill_value=0)
+        group.create_array("nsd_ids", data=np.arange(10), chunks=(10,))
+
+    with chunks.open_store(store, {"spec": 1}, create) as (group, _):
+        group["layers/x"][:] = np.ones((10, 6), np.float32)
+        group["digests"][:] = np.arange(1, 11, dtype=np.uint64)
+        marker = chunks.done_dir(store) / "1"
+        touched = []
+        monkeypatch.setattr(os, "fsync", lambda fd, real=os.fsync: (
+            touched.append((os.readlink(f"/proc/self/fd/{fd}"), marker.exists())), real(fd)))
+        chunks.mark_done(store, 1)
+    synced = [p for p, _ in touched]
+    row_chunk_1 = {str(store / "layers/x/c/1/0"), str(store / "layers/x/c/1/1"), str(store / "digests/c/1")}
+    assert row_chunk_1 <= set(synced)
+    assert not any("/c/0" in p or "/c/2" in p for p in synced)
+    assert not any(done for _, done in touched)
+    assert marker.exists()

@@ -26,10 +26,11 @@ import numpy as np
 
 from ..data.layout import SPLITS, subject_name
 from ..data.read import DataError, Problem, image_path, list_images, open_png
-from ..io import atomic_write_json
+from ..io import atomic_write_json, fsync_dir
 from .chunks import (
     chunk_rows,
     done_chunks,
+    done_dir,
     mark_done,
     missing_chunks,
     n_chunks,
@@ -488,6 +489,7 @@ def build_image_cache(
     missing = missing_chunks(store, n, chunk)
     if missing:
         raise RuntimeError(f"{store}: chunks {missing[:10]} were not written; rerun the image_cache rule")
+    fsync_dir(done_dir(store))  # the markers the manifest vouches for reach the disk before it does
     rate = round(n_todo / elapsed, 1) if n_todo and elapsed > 0 else None
     log.info("cached %d images in %.1f s (%s images/s, %d workers)", n_todo, elapsed, rate, workers)
     info = {**spec, "store": str(store), "cached_images": n_todo, "workers": workers, "seconds": round(elapsed, 2),
