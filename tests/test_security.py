@@ -399,12 +399,12 @@ CHECK_IN_A_CHILD = """
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression fails here, not the machine
 from nsdflow.submission.archive import check_submission
-t0 = time.perf_counter()
+t0 = time.process_time()
 report = check_submission(sys.argv[1], sys.argv[2])
 # VmHWM, the peak resident memory of this process's own image: ru_maxrss would also count the
 # parent's (pytest's) resident memory at fork, which Linux carries across exec.
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"seconds": time.perf_counter() - t0, "errors": report.errors, "peak_mb": peak_kb / 1024}))
+print(json.dumps({"seconds": time.process_time() - t0, "errors": report.errors, "peak_mb": peak_kb / 1024}))
 """
 
 
@@ -436,12 +436,12 @@ def test_twenty_thousand_junk_entries_take_well_under_a_second(sub_root, tmp_pat
     with zipfile.ZipFile(path, "a") as zf:
         for k in range(20_000):
             zf.writestr(f"junk/{k:05d}.txt", b"")
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: other people's jobs on the machine do not count
     report = check_submission(path, sub_root)
-    seconds = time.perf_counter() - t0
+    seconds = time.process_time() - t0
     assert report.ok, str(report)
     assert "and 19990 more" in str(report)
-    assert seconds < 0.5, seconds
+    assert seconds < 0.5, seconds  # it took 4.5 s when each name was counted with list.count
 
 
 def test_a_zip_declaring_too_many_entries_is_refused_unread(sub_root, tmp_path):
