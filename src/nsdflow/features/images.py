@@ -351,19 +351,22 @@ _OPEN_ARRAYS: dict[str, object] = {}
 
 
 def _fill_chunk(job: tuple) -> tuple[int, int]:
-    """Decode rows ``rows`` of chunk ``c`` (all of them when None) and write them, then mark the
-    chunk done (runs in a worker process). Returns ``(c, rows decoded)``."""
+    """Decode rows ``rows`` of chunk ``c`` (all of them when None) and write them and the chunk's
+    content digests, then mark the chunk done (runs in a worker process). Returns ``(c, rows decoded)``."""
     import zarr
 
-    store, c, start, stop, source, size, rows = job
+    store, c, start, stop, source, size, rows, digests = job
     if store not in _OPEN_ARRAYS:
-        _OPEN_ARRAYS[store] = zarr.open_array(Path(store) / "pixels", mode="r+")
+        group = zarr.open_group(store, mode="r+")
+        _OPEN_ARRAYS[store] = (group["pixels"], group["digests"])
+    pixels, recorded = _OPEN_ARRAYS[store]
     if rows is None:
-        _OPEN_ARRAYS[store][start:stop] = source.read(size)
+        pixels[start:stop] = source.read(size)
     else:
         block = source.read(size)
         for i, r in enumerate(rows):
-            _OPEN_ARRAYS[store][start + r] = block[i]
+            pixels[start + r] = block[i]
+    recorded[start:stop] = digests  # chunks of digests and pixels align: no two workers share one
     mark_done(store, c)
     return c, stop - start if rows is None else len(rows)
 
@@ -449,10 +452,12 @@ def build_image_cache(
             for c in changed:
                 unmark_done(store, c)
         # Each job carries only its own rows' paths or ids, so nothing large is pickled per chunk.
-        jobs = [(str(store), c, *chunk_rows(c, chunk, n), src.subset(*chunk_rows(c, chunk, n)), size, None)
-                for c in todo]
-        jobs += [(str(store), c, *chunk_rows(c, chunk, n), src.take([chunk_rows(c, chunk, n)[0] + r for r in rows]),
-                  size, rows) for c, rows in sorted(changed.items())]
+        def job(c, rows):
+            lo, hi = chunk_rows(c, chunk, n)
+            source_rows = src.subset(lo, hi) if rows is None else src.take([lo + r for r in rows])
+            return str(store), c, lo, hi, source_rows, size, rows, digests[lo:hi]
+
+        jobs = [job(c, None) for c in todo] + [job(c, rows) for c, rows in sorted(changed.items())]
         n_todo = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] for c in todo) + \
             sum(len(r) for r in changed.values())
         t0 = time.time()
@@ -460,10 +465,7 @@ def build_image_cache(
                    smoothing=0.1)
 
         def finished(result: tuple[int, int]) -> None:
-            c, count = result
-            lo, hi = chunk_rows(c, chunk, n)
-            group["digests"][lo:hi] = digests[lo:hi]  # after the chunk is done: a kill before redoes its rows
-            bar.update(count)
+            bar.update(result[1])
 
         workers = max(1, min(int(workers), len(jobs), n_todo // MIN_IMAGES_PER_WORKER))
         if workers == 1:
