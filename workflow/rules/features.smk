@@ -64,7 +64,6 @@ rule check_backbone:
         key=key("check_backbone"),
         spec=lambda wc: PLAN.backbone_spec(wc.backbone),
     threads: 2
-    priority: 100  # before anything that does not need it: a wrong layer fails the run in seconds
     localrule: True
     conda:
         ENV
