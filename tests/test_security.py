@@ -559,7 +559,9 @@ def _hostile_config(tmp_path):
         "backbones": {"a.l-e_x": alex, "c_l.ip": clip},
         "models": {"m.1-a_b": {"readout": "ridge", "features": ["a.l-e_x/features.5", values["feature"]]},
                    "pca.lin": {"readout": "pca_linear", "features": ["c_l.ip/image"],
-                               "pca": {"n_components": 4, "batch_size": 8}}},
+                               "pca": {"n_components": 4, "batch_size": 8}},
+                   "fb.n-et": {"readout": "bottleneck", "features": [values["feature"]],  # pretrain, shared PCA
+                               "pca": {"n_components": 4, "batch_size": 8, "scope": "all"}}},
         "ensembles": {"en.s-1": {"models": ["m.1-a_b", "pca.lin"], "method": "weighted"}},
         "submission": {"model": "en.s-1"},
         "plots": {"brain_maps": {"cmap": "RdBu_r", "vmax": 0.5}},
