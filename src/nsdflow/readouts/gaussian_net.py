@@ -484,7 +484,8 @@ def fit_predict(
     deviation over the training rows and pixels; responses are z-scored per vertex on the
     training rows and predictions mapped back. A fraction ``inner_val_fraction`` of the training
     rows is held out; the search and the training see the others, and the inner rows choose the
-    epoch, or the search's own model if no epoch beats it there.
+    epoch, or the search if no epoch beats the search's own model there: then the search runs
+    again on every training row and its predictions are exactly ``init_only``'s.
     """
     from . import gaussian
 
@@ -545,18 +546,27 @@ def fit_predict(
     def inner_loss():
         return float(((_model_predict(model, inner_maps) - Z_inner) ** 2).mean())
 
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     loss_search = inner_loss()
     result = train_epochs(model, optimizer, step, batches, epochs=params["epochs"], seed=int(params["seed"]),
                           inner_loss=inner_loss, patience=params["patience"], device=dev, checkpoint=checkpoint,
                           key=key, progress=progress, desc="gaussian readout")
     kept = "trained" if result.inner_loss < loss_search else "search"
     if kept == "search":
-        model.load_state_dict(start)
-    pred = _predict_rows(sources, pred_rows, stats,
-                         lambda m: _model_predict(model, [torch.as_tensor(x, device=dev) for x in m]).cpu().numpy(), V)
-    info.update(mu=model.mu.detach().clamp(-1, 1).cpu().numpy(), sigma=model.sigma.detach().abs().cpu().numpy(),
-                kept=kept, inner_loss_search=loss_search, training=result.as_dict())
+        # No epoch beat the search on the inner rows: the search again on every training image,
+        # i.e. the init_only model (the inner rows were held out only to make that choice).
+        del model, optimizer
+        t1 = time.time()
+        search = grid_search_init([torch.cat([f, i]) for f, i in zip(fit_maps, inner_maps)],
+                                  torch.cat([Z_fit, Z_inner]).cpu().numpy(), params["positions"], params["widths"],
+                                  params["alphas"], dev)
+        pred = _predict_rows(sources, pred_rows, stats, lambda m: search_predict(m, search, dev), V)
+        info = _search_info(search, info["search_seconds"] + time.time() - t1)
+    else:
+        pred = _predict_rows(sources, pred_rows, stats,
+                             lambda m: _model_predict(model, [torch.as_tensor(x, device=dev) for x in m]).cpu().numpy(),
+                             V)
+        info.update(mu=model.mu.detach().clamp(-1, 1).cpu().numpy(), sigma=model.sigma.detach().abs().cpu().numpy())
+    info.update(kept=kept, inner_loss_search=loss_search, training=result.as_dict())
     log.info("gaussian readout: %d vertices, search %.1f s, %d epochs (best %d), inner loss %.4f (search's %.4f): "
              "kept the %s model", V, info["search_seconds"], result.epochs, result.best_epoch, result.inner_loss,
              loss_search, kept)
