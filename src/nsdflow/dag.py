@@ -391,7 +391,8 @@ class Dag:
                     extra_code=(mp["class"].partition(":")[0],))
 
     def _merge(self, model: str, subject: str, hemi: str) -> Step:
-        fits = [ref("fit", model=model, subject=subject, hemi=h, region=u) for h, u in self.plan.fit_units(model, hemi)]
+        fitted = self.plan.fit_model(model)  # a model fitted exactly as another reads that one's fits
+        fits = [ref("fit", model=fitted, subject=subject, hemi=h, region=u) for h, u in self.plan.fit_units(model, hemi)]
         return Step(inputs={"fits": fits}, gates={"summary": self._summary(subject)})
 
     def _ensemble(self, ensemble: str, subject: str, hemi: str) -> Step:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,19 @@ class Plan:
         mp = self.model_plans[model]
         return canonical({"readout": mp["readout"], "class": mp["class"], "params": mp["params"],
                           "cv_folds": mp["cv_folds"], "fold_seed": mp["fold_seed"], "features": mp["features"]})
+
+    def fit_model(self, model: str) -> str:
+        """The model whose fit jobs ``model``'s predictions come from: the first model (in config
+        order) fitted exactly as it is (same readout, parameters, features, folds, design, jobs and
+        backend), so that a model a grid repeats, or two names for one model, cost one fit."""
+        return self._fit_models[model]
+
+    @cached_property
+    def _fit_models(self) -> dict[str, str]:
+        first: dict[str, str] = {}
+        return {m: first.setdefault(canonical([self.fit_spec(m), mp["featureset"], mp["design"], mp["fit_jobs"],
+                                               self.fit_backend(m)]), m)
+                for m, mp in self.model_plans.items()}
 
     def fit_units(self, model: str, hemi: str) -> list[tuple[str, str]]:
         """The fit jobs a hemisphere's merged predictions come from, as ``(hemi, region)`` of the fit
