@@ -23,6 +23,14 @@ def tiny_config():
     return yaml.safe_load(TINY.read_text())
 
 
+def validated(config):
+    """``config`` with the schema's defaults filled in, as Snakemake's validate leaves it."""
+    from snakemake.utils import validate
+
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return config
+
+
 # ----------------------------------------------------------------------------- plan
 
 
@@ -35,6 +43,39 @@ def test_plan_of_tiny_config():
     assert json.loads(plan.fit_spec("clip_ridge"))["params"]["cv"] == "loo"
     # Readout params that the cached design does not read stay out of its spec.
     assert "alphas" not in plan.design_spec("clip_ridge")
+
+
+def test_a_model_fitted_exactly_as_another_reads_its_fits():
+    """A grid that repeats a model (or one model under two names) costs one fit: the repeat's
+    merge reads the first model's fit jobs, and no fit job of the repeat exists."""
+    from nsdflow.dag import Dag
+
+    config = tiny_config()
+    config["models"]["alex_again"] = dict(config["models"]["alex_ridge"])
+    config["models"]["alex_other"] = {**config["models"]["alex_ridge"], "params": {"alphas": [1.0, 10.0]}}
+    plan = make_plan(validated(config))
+    assert plan.fit_model("alex_again") == "alex_ridge"
+    assert plan.fit_model("alex_other") == "alex_other"
+    jobs = Dag(plan).jobs()
+    fitted = {dict(wc)["model"] for rule, wc in jobs if rule == "fit"}
+    assert "alex_again" not in fitted and {"alex_ridge", "alex_other"} <= fitted
+    merged = {dict(wc)["model"] for rule, wc in jobs if rule == "merge"}
+    assert {"alex_again", "alex_ridge", "alex_other"} <= merged
+
+
+def test_brain_maps_are_drawn_for_the_named_models_only():
+    from nsdflow.dag import Dag
+
+    config = tiny_config()
+    config.setdefault("plots", {})["brain_maps"] = {"models": ["clip_ridge"]}
+    plan = make_plan(validated(config))
+    drawn = {dict(r.wildcards)["model"] for r in Dag(plan).targets() if r.rule == "plot_brain_map"}
+    assert plan.brain_map_models == ["clip_ridge"] and drawn == {"clip_ridge"}
+    config["plots"]["brain_maps"] = {"models": ["clip_ridge", "nope"]}
+    with pytest.raises(ConfigError, match="plots.brain_maps.models: 'nope' is not a configured model"):
+        make_plan(config)
+    config["plots"]["brain_maps"] = {"enabled": False, "models": ["clip_ridge"]}
+    assert make_plan(config).brain_map_models == []
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -84,6 +125,23 @@ def test_dag_produces_scores_and_a_valid_submission(tiny_run):
     index = pd.read_csv(workdir / "results/images/index.csv")
     manifest = json.loads((workdir / "results/features/alex.json").read_text())
     assert manifest["n_images"] == index["nsd_id"].nunique() == 2 * (40 + 8) - 10
+
+
+@pytest.mark.e2e
+def test_a_successful_run_ends_with_the_leaderboard_on_screen(tiny_run):
+    workdir, proc = tiny_run
+    printed = proc.stdout + proc.stderr
+    board = pd.read_csv(workdir / "results/scores/leaderboard.csv")
+    table = printed[printed.index("leaderboard (results/scores/leaderboard.csv)"):]
+    for _, row in board.query("split == 'test'").iterrows():  # every model, with its test score to 2 places
+        line = next(line for line in table.splitlines() if line.split()[:1] in ([row["model"]], [row["model"] + " *"])
+                    or line.startswith(row["model"] + " "))
+        assert f"{row['challenge_score']:.2f}" in line and f"{row['chance_score']:.2f}" in line
+    assert "results/submission/submission.zip" in table and "snakemake --report" in table
+    # ... and `nsdflow leaderboard` prints the same table again on request
+    again = subprocess.run([sys.executable, "-m", "nsdflow.cli", "leaderboard", str(workdir)], capture_output=True,
+                           text=True, env=nsdflow_env())
+    assert again.returncode == 0 and again.stdout.split("\n\noutputs:")[0] in table
 
 
 @pytest.mark.e2e

@@ -138,6 +138,16 @@ wildcard_constraints:
     backbone=names(PLAN.backbones),
 
 
+def show_leaderboard(workflow):
+    """Print the leaderboard after a successful run whose targets were the whole run (rule all)."""
+    from nsdflow.evaluate.leaderboard import leaderboard_text
+
+    if any(job.rule.name == "all" for job in workflow.dag.targetjobs):
+        text = leaderboard_text(".", config)
+        if text is not None:
+            print("\n" + text, flush=True)
+
+
 def final_outputs():
     """What a run makes: the tables, page, figures, submission and provenance (nsdflow.dag.Dag.targets)."""
     return [target.path for target in GRAPH.targets()]

@@ -42,6 +42,9 @@ from .regions import load_region_labels
 log = logging.getLogger(__name__)
 
 METHODS = ("best", "mean", "weighted", "softmax")
+#: Each method in a few words (the leaderboard's readout column).
+METHOD_LABELS = {"best": "best per region", "mean": "mean", "weighted": "weighted per region",
+                 "softmax": "softmax per vertex"}
 SELECT_ON = ("oof", "val")
 NOTES = {
     "val": "weights chosen on the validation split: this ensemble's validation scores are optimistic; test "
