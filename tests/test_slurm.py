@@ -25,7 +25,7 @@ from conftest import REPO, nsdflow_env
 
 PROFILE = REPO / "profiles" / "slurm"
 LOCAL_RULES = {"all", "changes", "index_images", "split", "merge", "score_vertices", "summarize", "scores_page", "plot_roi_bars",
-               "plot_models", "plot_brain_map", "provenance", "submission", "ensemble", "selection"}
+               "plot_models", "plot_brain_map", "plot_attention", "provenance", "submission", "ensemble", "selection"}
 
 
 def slurm_config() -> dict:

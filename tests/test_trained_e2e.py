@@ -81,6 +81,16 @@ def test_the_decoder_keeps_its_attention_and_the_gaussian_readout_its_positions(
     assert np.all(np.abs(pred["mu_x"]) <= 1) and np.all(np.abs(pred["mu_y"]) <= 1)
 
 
+def test_the_attention_maps_are_drawn_with_their_table(trained_run):
+    fit = load_npz(trained_run / "results/readouts/decoder/subj01/both/subject.npz")
+    table = pd.read_csv(trained_run / "results/plots/attention/decoder/subj01.csv")
+    assert list(table["query"]) == [str(q).split(":")[1] for h in ("lh", "rh") for q in fit[f"{h}.attention_queries"]]
+    assert table[["x", "y"]].abs().le(1).all().all() and (table["model"] == "decoder").all()
+    assert not any((trained_run / "results/plots/attention").glob("gauss*"))  # only transformer models have them
+    for ext in ("png", "svg"):
+        assert (trained_run / f"results/plots/attention/decoder/subj02.{ext}").stat().st_size > 1000
+
+
 @pytest.mark.parametrize("rule, output, log", [
     ("fit", "results/readouts/decoder/subj01/both/subject.npz", "logs/fit/decoder/subj01/both/subject.log"),
     ("pretrain", "results/pretrain/fbnet/test.pt", "logs/pretrain/fbnet/test.log"),

@@ -78,6 +78,23 @@ def test_brain_maps_are_drawn_for_the_named_models_only():
     assert make_plan(config).brain_map_models == []
 
 
+def test_attention_is_drawn_for_transformer_models_with_roi_queries():
+    from nsdflow.dag import Dag
+
+    config = yaml.safe_load((REPO / "tests/configs/tiny_trained.yaml").read_text())
+    config["models"]["tokens"] = {**config["models"]["decoder"], "params": {**config["models"]["decoder"]["params"],
+                                                                             "queries": "vertex"}}
+    plan = make_plan(validated(config))
+    targets = [r for r in Dag(plan).targets() if r.rule == "plot_attention"]
+    assert plan.attention_models == ["decoder"]  # vertex queries keep no maps; other readouts have none
+    assert sorted(dict(r.wildcards)["subject"] for r in targets) == plan.subjects
+    step = Dag(plan).step("plot_attention", model="decoder", subject="subj01")
+    assert [dict(r.wildcards) for r in step.inputs["fits"]] == [
+        {"hemi": "both", "model": "decoder", "region": "subject", "subject": "subj01"}]
+    config["plots"]["attention_maps"] = False
+    assert make_plan(config).attention_models == []
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["models"]["alex_ridge"].update(features=["vgg/fc7"]), "names backbone 'vgg', which is not configured"),
     (lambda c: c["models"]["alex_ridge"].update(features=["alex/features.2"]), "stores no layer 'features.2'"),

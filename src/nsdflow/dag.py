@@ -115,6 +115,7 @@ class Dag:
                 ref("provenance", "html")]
         out += [ref("plot_roi_bars", "png", subject=s, hemi=h) for s in plan.subjects for h in HEMISPHERES]
         out += [ref("plot_brain_map", "png", model=m, subject=s) for m in plan.brain_map_models for s in plan.subjects]
+        out += [ref("plot_attention", "png", model=m, subject=s) for m in plan.attention_models for s in plan.subjects]
         if plan.ensembles:
             out.append(ref("selection", "csv"))
         return out
@@ -441,6 +442,13 @@ class Dag:
                             "scores": ref("summarize", "scores")},
                     gates={"summary": self._summary(subject)},
                     data=[self.data("surface", subject, h) for h in HEMISPHERES])
+
+    def _plot_attention(self, model: str, subject: str) -> Step:
+        fitted = self.plan.fit_model(model)
+        units = dict.fromkeys(u for h in HEMISPHERES for u in self.plan.fit_units(model, h))
+        return Step(spec=self.plan.data_root,
+                    inputs={"fits": [ref("fit", model=fitted, subject=subject, hemi=h, region=u) for h, u in units]},
+                    data=[self.data("images", subject)])
 
     def _provenance(self) -> Step:
         from .report.provenance import provenance_stamp

@@ -54,6 +54,8 @@ class Plan:
     grids: dict[str, list[str]] = field(default_factory=dict)
     #: The models and ensembles drawn on the brain (plots.brain_maps: enabled, models).
     brain_map_models: list[str] = field(default_factory=list)
+    #: The transformer models with ROI queries whose attention is drawn (plots.attention_maps).
+    attention_models: list[str] = field(default_factory=list)
     #: The readouts section: backend, threads.
     readout_settings: dict[str, Any] = field(default_factory=dict)
     shards: int = 1  # extraction.shards: extraction jobs per backbone
@@ -257,11 +259,13 @@ def make_plan(config: dict, demo_root: str = results.DEMO_ROOT, demo_withheld: s
             raise ConfigError(f"plots.brain_maps.models: {', '.join(map(repr, unknown))} "
                               f"{'is' if len(unknown) == 1 else 'are'} not a configured model, grid or ensemble")
         drawn = list(dict.fromkeys(x for m in brain_maps["models"] for x in grids.get(m, [m])))
+    attention = [m for m, mp in model_plans.items() if mp["readout"] == "transformer"
+                 and mp["params"].get("queries") != "vertex"] if (config.get("plots") or {}).get("attention_maps", True) else []
     return Plan(
         data_root=str(root), withheld=str(withheld) if withheld else None, demo=demo, subjects=subjects,
         regions=region_names(roi_classes), roi_classes=roi_classes, backbones=used, models=dict(models),
         submission_model=sub, warnings=warnings, feature_sets=feature_sets, designs=designs,
-        model_plans=model_plans, ensembles=ensembles, grids=grids, brain_map_models=drawn,
+        model_plans=model_plans, ensembles=ensembles, grids=grids, brain_map_models=drawn, attention_models=attention,
         shards=int((config.get("extraction") or {}).get("shards", 1)),
         readout_settings={"backend": "auto", "threads": 2, **(config.get("readouts") or {})},
         config=config,

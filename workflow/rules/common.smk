@@ -181,6 +181,7 @@ localrules:
     plot_roi_bars,
     plot_models,
     plot_brain_map,
+    plot_attention,
     provenance,
     submission,
     ensemble,
