@@ -181,6 +181,18 @@ def test_shipped_configs_validate(path):
     jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load((REPO / path).read_text()))
 
 
+@pytest.mark.parametrize("path", ["config.yaml", "config/algonauts.yaml"])
+def test_shipped_configs_plan(path):
+    """Beyond the schema, the planner's cross-checks (ensemble members, features, grids): the real-data
+    template planned on the demo's data root with random weights, as it cannot reach its own paths."""
+    config = yaml.safe_load((REPO / path).read_text())
+    config["data"] = {**config["data"], "root": "demo", "withheld": None}
+    for backbone in config["backbones"].values():
+        backbone["weights"] = {"init": "random", "seed": 0}
+    plan = make_plan(validated(config))
+    assert plan.submission_model in plan.scored_models
+
+
 def _properties(node, path="", nullable=False):
     """(path, schema, required, inside a section that may be null) of every key."""
     required = set(node.get("required", []))
