@@ -3,8 +3,10 @@ each vertex reads every level's feature map at a learned position, started from 
 positions with ridge (:mod:`.gaussian_net`).
 
 Jobs per hemisphere (default) or per region, from layers stored with ``pool: grid`` (one level each).
-The learned positions are kept per vertex (``mu_x``, ``mu_y``: image half-widths, +x right, +y
-down, as the demo's receptive fields) from the run on every training image.
+The learned positions are kept per vertex (``mu_x``, ``mu_y``, +x right, +y down, as the demo's
+receptive fields) from the run on every training image (or the last fold). They are grid_sample's
+coordinates (``align_corners=True``): -1 and +1 are the centres of a map's first and last cells,
+so on a map W cells wide the image position in half-widths is ``mu * (W - 1) / W``.
 """
 
 from __future__ import annotations
