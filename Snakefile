@@ -29,3 +29,9 @@ rule all:
     input:
         final_outputs(),
     default_target: True
+
+
+# The result on screen when a whole run succeeds: the leaderboard and where everything is
+# (`nsdflow leaderboard` prints it again on request).
+onsuccess:
+    show_leaderboard(workflow)

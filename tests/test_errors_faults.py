@@ -169,7 +169,7 @@ class OutOfMemoryError(RuntimeError):
 
 
 FIT = ["fit", "--spec", "{}", "--design", "d", "--data", "D", "--subject", "subj01", "--hemi", "lh", "--regions", "r",
-       "--region", "V1v", "--out", "o"]
+       "--region", "V1v", "--summary", "s", "--split", "p", "--out", "o"]
 
 
 @pytest.mark.parametrize("command, raised, says", [

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from nsdflow.io import open_npz, save_npz
+from nsdflow.io import atomic_write_json, open_npz, save_npz
 from nsdflow.plan import ConfigError, make_plan
 from nsdflow.readouts.designs import build_design, design_name
 from nsdflow.readouts.featuresets import (
@@ -17,7 +17,7 @@ from nsdflow.readouts.featuresets import (
     featureset_spec,
     fit_pca,
 )
-from nsdflow.readouts.fit import fit_unit
+from nsdflow.readouts.fit import fit_job
 from nsdflow.readouts.registry import READOUTS, describe_params, get_readout
 from nsdflow.readouts.synthetic import write_feature_store
 from nsdflow.readouts.targets import read_columns, split_targets
@@ -202,7 +202,8 @@ def test_plan_shares_feature_sets_and_designs():
     # gcv and loo share one decomposition; alphas are fit params, not design params
     assert plan.design_spec("a_gcv") == plan.design_spec("a_loo")
     assert plan.model_design("devkit") == plan.model_design("devkit_ridge") == "decomposition"
-    assert plan.fit_units("a_gcv") == plan.regions and plan.fit_units("a_mlp") == ["hemisphere"]
+    assert plan.fit_units("a_gcv", "lh") == [("lh", r) for r in plan.regions]
+    assert plan.fit_units("a_mlp", "rh") == [("rh", "hemisphere")]
     assert plan.fit_threads("a_gcv") == 1 and plan.fit_threads("a_mlp") == 2
     assert plan.fit_backend("a_gcv") == "numpy" and plan.fit_backend("a_mlp") == "auto"  # no torch per region job
     assert plan.scored_models[-1] == "best" and plan.submission_model == "best"
@@ -257,23 +258,31 @@ def test_fit_job_on_a_hemisphere_equals_its_region_jobs(tmp_path, small_root):
         for k, v in build_design("decomposition", {}, Xf, Xp).items():
             design[f"{fold}.{k}"] = v
     save_npz(tmp_path / "design.npz", **design)
-    spec = {"readout": "nsdflow.readouts.linear:RidgeReadout", "params": {"cv": "loo"}}
-    args = (tmp_path / "design.npz", small_root, "subj01", "lh", tmp_path / "regions.npz")
-    fit_unit(spec["readout"], spec["params"], *args, "hemisphere", tmp_path / "all.npz")
+    atomic_write_json(tmp_path / "split.json", split)
+    atomic_write_json(tmp_path / "summary.json", {"subject": "subj01", "n_train": 20, "train_nsd_ids": list(range(20)),
+                                                  "test_nsd_ids": list(range(100, 105))})
+    spec = {"readout": "ridge", "class": "nsdflow.readouts.linear:RidgeReadout", "params": {"cv": "loo"}}
+
+    def fit(unit, out, **kw):
+        fit_job(spec, out, small_root, "subj01", "lh", unit, [tmp_path / "regions.npz"], tmp_path / "summary.json",
+                tmp_path / "split.json", design=tmp_path / "design.npz", **kw)
+
+    fit("hemisphere", tmp_path / "all.npz")
     whole = open_npz(tmp_path / "all.npz")
     assert whole["val_pred"].shape == (5, 60) and whole["test_pred"].shape == (5, 60)
+    assert whole["oof_pred"].shape == (20, 60)  # ridge's exact leave-one-out, every training image
     names = ["OPA", "PPA", "RSC", "absent", "unassigned"]
     counts = split_targets(small_root, "subj01", "lh", tmp_path / "regions.npz", names, tmp_path / "targets")
     assert counts["absent"] == 0 and sum(counts.values()) == 60
     for region in table["region"].unique():
-        fit_unit(spec["readout"], spec["params"], *args, region, tmp_path / f"{region}.npz")
+        fit(region, tmp_path / f"{region}.npz")
         part = open_npz(tmp_path / f"{region}.npz")
         cols = np.searchsorted(whole["vertices"], part["vertices"])
         np.testing.assert_allclose(part["val_pred"], whole["val_pred"][:, cols], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(part["oof_pred"], whole["oof_pred"][:, cols], rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(part["val.alpha"], whole["val.alpha"][cols])
         # the same from the region's own fMRI file, as the per-region fit jobs read it
-        fit_unit(spec["readout"], spec["params"], *args, region, tmp_path / f"{region}-t.npz",
-                 targets=tmp_path / "targets" / f"{region}.npy")
+        fit(region, tmp_path / f"{region}-t.npz", targets=tmp_path / "targets" / f"{region}.npy")
         np.testing.assert_array_equal(open_npz(tmp_path / f"{region}-t.npz")["test_pred"], part["test_pred"])
 
 
@@ -294,9 +303,14 @@ def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):
         X = rng.normal(size=(n_fit + n_pred, 6)).astype(np.float32)
         design.update({f"{fold}.{k}": v for k, v in build_design("decomposition", {}, X[:n_fit], X[n_fit:]).items()})
     save_npz(tmp_path / "design.npz", **design)
-    args = ["fit", "--spec", json.dumps({"readout": "ridge", "class": "nsdflow.readouts.linear:RidgeReadout", "params": {}}), "--design", str(tmp_path / "design.npz"),
-            "--data", str(small_root), "--subject", "subj01", "--hemi", "lh", "--regions", str(tmp_path / "regions.npz"),
-            "--region", "PPA", "--out", str(tmp_path / "PPA.npz")]
+    atomic_write_json(tmp_path / "split.json", {"fit": list(range(15)), "val": list(range(15, 20))})
+    atomic_write_json(tmp_path / "summary.json", {"subject": "subj01", "n_train": 20, "train_nsd_ids": list(range(20)),
+                                                  "test_nsd_ids": list(range(100, 105))})
+    spec = {"readout": "ridge", "class": "nsdflow.readouts.linear:RidgeReadout", "params": {}}
+    args = ["fit", "--spec", json.dumps(spec), "--design", str(tmp_path / "design.npz"), "--data", str(small_root),
+            "--subject", "subj01", "--hemi", "lh", "--regions", str(tmp_path / "regions.npz"), "--region", "PPA",
+            "--summary", str(tmp_path / "summary.json"), "--split", str(tmp_path / "split.json"),
+            "--out", str(tmp_path / "PPA.npz")]
     code = ("import sys; from nsdflow.cli import main; rc = main(sys.argv[1:]); "
             "print([m for m in ('torch', 'pandas', 'zarr', 'sklearn', 'scipy', 'dask') if m in sys.modules]); "
             "sys.exit(rc)")
@@ -304,3 +318,22 @@ def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert open_npz(tmp_path / "PPA.npz")["val_pred"].shape[0] == 5
+
+
+def test_loo_predictions_equal_refitting_without_each_image():
+    from nsdflow.readouts.linear import loo_predictions
+    from nsdflow.readouts.ridge import decompose
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(25, 6)).astype(np.float32)
+    Y = (X @ rng.normal(size=(6, 4)) + rng.normal(size=(25, 4)) + 5).astype(np.float32)
+    alphas = np.array([0.0, 0.5, 3.0, 40.0])
+    dec = decompose(X - X.mean(axis=0), "svd")
+    loo = loo_predictions(dec.U, dec.s, Y, alphas)
+    for i in range(len(X)):
+        keep = np.arange(len(X)) != i
+        Xk, Yk = X[keep].astype(np.float64), Y[keep].astype(np.float64)
+        mx, my = Xk.mean(axis=0), Yk.mean(axis=0)
+        for j, a in enumerate(alphas):
+            w = np.linalg.solve((Xk - mx).T @ (Xk - mx) + a * np.eye(6), (Xk - mx).T @ (Yk[:, j] - my[j]))
+            assert loo[i, j] == pytest.approx((X[i] - mx) @ w + my[j], rel=1e-3, abs=1e-3)

@@ -54,13 +54,15 @@ def test_feature_sets_and_designs_are_computed_once_and_shared(readouts_run):
 @pytest.mark.slow
 def test_selection_table_says_which_model_won_where(readouts_run):
     table = pd.read_csv(readouts_run / "results/scores/selection.csv")
-    assert list(table.columns[:10]) == ["ensemble", "method", "subject", "hemi", "region", "n_vertices", "model",
-                                        "val_r", "weight", "chosen"]
-    assert (table["selected_on"] == "val").all() and table["note"].str.contains("optimistic").all()
+    assert list(table.columns[:11]) == ["ensemble", "method", "subject", "hemi", "region", "n_vertices", "model",
+                                        "r", "weight", "chosen", "selected_on"]
     best = table[table["ensemble"] == "best"]
+    assert (best["selected_on"] == "val").all() and best["note"].str.contains("optimistic").all()
+    weighted = table[table["ensemble"] == "weighted"]
+    assert (weighted["selected_on"] == "oof").all() and not weighted["note"].str.contains("optimistic").any()
     for _, group in best.groupby(["subject", "hemi", "region"]):
         assert group["chosen"].sum() == 1
-        assert group.loc[group["chosen"], "val_r"].iloc[0] == group["val_r"].max()
+        assert group.loc[group["chosen"], "r"].iloc[0] == group["r"].max()
         assert set(group["model"]) == {"ridge_gcv", "devkit", "linear", "mlp"}
     weighted = table[table["ensemble"] == "weighted"].groupby(["subject", "hemi", "region"])["weight"].sum()
     assert weighted.round(6).eq(1).all()

@@ -36,5 +36,6 @@ def test_schema_enums_are_the_registries():
 def test_every_readout_in_the_registry_loads_and_declares_its_parameters():
     for name in READOUTS:
         r = get_readout(name)
-        assert r.name == name and r.design and r.default_fit_jobs in ("region", "hemisphere")
+        assert r.name == name and r.design and r.default_fit_jobs in r.fit_jobs
+        assert set(r.fit_jobs) <= {"region", "hemisphere", "subject"}
         assert r.normalize({}) == {k: p.default for k, p in r.params.items()}

@@ -25,7 +25,7 @@ from conftest import REPO, nsdflow_env
 
 PROFILE = REPO / "profiles" / "slurm"
 LOCAL_RULES = {"all", "changes", "index_images", "split", "merge", "score_vertices", "summarize", "scores_page", "plot_roi_bars",
-               "plot_models", "plot_brain_map", "provenance", "submission", "ensemble", "selection"}
+               "plot_models", "plot_brain_map", "plot_attention", "provenance", "submission", "ensemble", "selection"}
 
 
 def slurm_config() -> dict:
@@ -96,7 +96,7 @@ def test_demo_dag_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     for job in jobs:
         rule = re.match(r"rule_(\w+?)(_wildcards_.*)?$", job["comment"]).group(1)
         by_rule.setdefault(rule, []).append(job)
-    assert set(by_rule) == {"demo_data", "validate_data", "regions", "targets", "image_cache", "extract", "design",
+    assert set(by_rule) == {"demo", "validate_data", "regions", "targets", "cache_images", "extract", "design",
                             "fits_fit"}, by_rule
     assert not LOCAL_RULES & set(by_rule)
 
@@ -111,7 +111,7 @@ def test_demo_dag_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     assert len(groups) == 3
     assert all((g["cpus"], g["mem"]) == ("1", "4000M") for g in groups), groups
     assert sorted(g["time_limit"] for g in groups) == ["10:00", "15:00", "15:00"], groups
-    assert "localrule merge:" in log and "localrule score:" in log
+    assert "localrule merge:" in log and "localrule score_vertices:" in log
 
     # Nothing left to do.
     again = snakemake_slurm(tmp_path, slurm_cluster, "--dry-run")

@@ -23,6 +23,14 @@ def tiny_config():
     return yaml.safe_load(TINY.read_text())
 
 
+def validated(config):
+    """``config`` with the schema's defaults filled in, as Snakemake's validate leaves it."""
+    from snakemake.utils import validate
+
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return config
+
+
 # ----------------------------------------------------------------------------- plan
 
 
@@ -35,6 +43,56 @@ def test_plan_of_tiny_config():
     assert json.loads(plan.fit_spec("clip_ridge"))["params"]["cv"] == "loo"
     # Readout params that the cached design does not read stay out of its spec.
     assert "alphas" not in plan.design_spec("clip_ridge")
+
+
+def test_a_model_fitted_exactly_as_another_reads_its_fits():
+    """A grid that repeats a model (or one model under two names) costs one fit: the repeat's
+    merge reads the first model's fit jobs, and no fit job of the repeat exists."""
+    from nsdflow.dag import Dag
+
+    config = tiny_config()
+    config["models"]["alex_again"] = dict(config["models"]["alex_ridge"])
+    config["models"]["alex_other"] = {**config["models"]["alex_ridge"], "params": {"alphas": [1.0, 10.0]}}
+    plan = make_plan(validated(config))
+    assert plan.fit_model("alex_again") == "alex_ridge"
+    assert plan.fit_model("alex_other") == "alex_other"
+    jobs = Dag(plan).jobs()
+    fitted = {dict(wc)["model"] for rule, wc in jobs if rule == "fit"}
+    assert "alex_again" not in fitted and {"alex_ridge", "alex_other"} <= fitted
+    merged = {dict(wc)["model"] for rule, wc in jobs if rule == "merge"}
+    assert {"alex_again", "alex_ridge", "alex_other"} <= merged
+
+
+def test_brain_maps_are_drawn_for_the_named_models_only():
+    from nsdflow.dag import Dag
+
+    config = tiny_config()
+    config.setdefault("plots", {})["brain_maps"] = {"models": ["clip_ridge"]}
+    plan = make_plan(validated(config))
+    drawn = {dict(r.wildcards)["model"] for r in Dag(plan).targets() if r.rule == "plot_brain_map"}
+    assert plan.brain_map_models == ["clip_ridge"] and drawn == {"clip_ridge"}
+    config["plots"]["brain_maps"] = {"models": ["clip_ridge", "nope"]}
+    with pytest.raises(ConfigError, match="plots.brain_maps.models: 'nope' is not a configured model"):
+        make_plan(config)
+    config["plots"]["brain_maps"] = {"enabled": False, "models": ["clip_ridge"]}
+    assert make_plan(config).brain_map_models == []
+
+
+def test_attention_is_drawn_for_transformer_models_with_roi_queries():
+    from nsdflow.dag import Dag
+
+    config = yaml.safe_load((REPO / "tests/configs/tiny_trained.yaml").read_text())
+    config["models"]["tokens"] = {**config["models"]["decoder"], "params": {**config["models"]["decoder"]["params"],
+                                                                             "queries": "vertex"}}
+    plan = make_plan(validated(config))
+    targets = [r for r in Dag(plan).targets() if r.rule == "plot_attention"]
+    assert plan.attention_models == ["decoder"]  # vertex queries keep no maps; other readouts have none
+    assert sorted(dict(r.wildcards)["subject"] for r in targets) == plan.subjects
+    step = Dag(plan).step("plot_attention", model="decoder", subject="subj01")
+    assert [dict(r.wildcards) for r in step.inputs["fits"]] == [
+        {"hemi": "both", "model": "decoder", "region": "subject", "subject": "subj01"}]
+    config["plots"]["attention_maps"] = False
+    assert make_plan(config).attention_models == []
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -87,6 +145,23 @@ def test_dag_produces_scores_and_a_valid_submission(tiny_run):
 
 
 @pytest.mark.e2e
+def test_a_successful_run_ends_with_the_leaderboard_on_screen(tiny_run):
+    workdir, proc = tiny_run
+    printed = proc.stdout + proc.stderr
+    board = pd.read_csv(workdir / "results/scores/leaderboard.csv")
+    table = printed[printed.index("leaderboard (results/scores/leaderboard.csv)"):]
+    for _, row in board.query("split == 'test'").iterrows():  # every model, with its test score to 2 places
+        line = next(line for line in table.splitlines() if line.split()[:1] in ([row["model"]], [row["model"] + " *"])
+                    or line.startswith(row["model"] + " "))
+        assert f"{row['challenge_score']:.2f}" in line and f"{row['chance_score']:.2f}" in line
+    assert "results/submission/submission.zip" in table and "snakemake --report" in table
+    # ... and `nsdflow leaderboard` prints the same table again on request
+    again = subprocess.run([sys.executable, "-m", "nsdflow.cli", "leaderboard", str(workdir)], capture_output=True,
+                           text=True, env=nsdflow_env())
+    assert again.returncode == 0 and again.stdout.split("\n\noutputs:")[0] in table
+
+
+@pytest.mark.e2e
 def test_second_run_has_nothing_to_do(tiny_run):
     workdir, _ = tiny_run
     proc = snakemake(workdir, "--dry-run")
@@ -106,28 +181,44 @@ def test_shipped_configs_validate(path):
     jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load((REPO / path).read_text()))
 
 
-def _properties(node, path=""):
+@pytest.mark.parametrize("path", ["config.yaml", "config/algonauts.yaml"])
+def test_shipped_configs_plan(path):
+    """Beyond the schema, the planner's cross-checks (ensemble members, features, grids): the real-data
+    template planned on the demo's data root with random weights, as it cannot reach its own paths."""
+    config = yaml.safe_load((REPO / path).read_text())
+    config["data"] = {**config["data"], "root": "demo", "withheld": None}
+    for backbone in config["backbones"].values():
+        backbone["weights"] = {"init": "random", "seed": 0}
+    plan = make_plan(validated(config))
+    assert plan.submission_model in plan.scored_models
+
+
+def _properties(node, path="", nullable=False):
+    """(path, schema, required, inside a section that may be null) of every key."""
     required = set(node.get("required", []))
     for key, sub in node.get("properties", {}).items():
-        yield f"{path}.{key}".lstrip("."), sub, key in required
-        yield from _properties(sub, f"{path}.{key}")
+        yield f"{path}.{key}".lstrip("."), sub, key in required, nullable
+        yield from _properties(sub, f"{path}.{key}", nullable or "null" in sub.get("type", []))
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):
-        yield from _properties(extra, f"{path}.<name>")
+        yield from _properties(extra, f"{path}.<name>", nullable)
 
 
 def test_every_key_is_described_and_optional_keys_have_defaults():
     keys = list(_properties(SCHEMA))
     assert len(keys) > 40
-    for path, sub, required in keys:
+    for path, sub, required, nullable in keys:
         assert sub.get("description"), f"{path} has no description"
-        assert required or "default" in sub, f"{path} is optional but has no default"
+        # Snakemake's validate fills defaults into a section even when it is null (and fails), so
+        # the optional keys of a section that may be null say their default in words instead.
+        assert required or "default" in sub or (nullable and "default" in sub["description"].lower()) or \
+            (nullable and sub.get("type") in ("object", "array")), f"{path} is optional but has no default"
 
 
 def test_config_help_lists_every_key():
     out = subprocess.run([sys.executable, "-m", "nsdflow.cli", "config-help"], capture_output=True, text=True,
                          check=True).stdout
-    for path, _, _ in _properties(SCHEMA):
+    for path, *_ in _properties(SCHEMA):
         assert path in out
 
 

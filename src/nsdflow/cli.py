@@ -32,11 +32,14 @@ def cmd_changes(a) -> None:
 
     from .io import atomic_write_json
 
-    counts = json.loads(a.stamp)["jobs"]
-    atomic_write_json(a.out, {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "changed_jobs": counts})
+    stamp = json.loads(a.stamp)
+    counts, missing = stamp["jobs"], stamp.get("missing", 0)
+    atomic_write_json(a.out, {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "changed_jobs": counts,
+                              "jobs_without_output": missing})
     total = sum(counts.values())
     print(f"{total} jobs rerun because their code, config or data changed" +
-          (": " + ", ".join(f"{rule} {n}" for rule, n in counts.items()) if counts else ""))
+          (": " + ", ".join(f"{rule} {n}" for rule, n in counts.items()) if counts else "") +
+          f"; {missing} jobs make missing or incomplete outputs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -88,6 +88,10 @@ def _message(err) -> list[str]:
         n = err.validator_value
         return [f"{where}: needs at least {n} {what}{'s' if n != 1 else ''}, got none" if not err.instance
                 else f"{where}: needs at least {n} {what}s"]
+    if v == "pattern" and "propertyNames" in err.relative_schema_path and err.instance in (".", ".."):
+        return [f"{where}: the name {err.instance!r} is not allowed: it becomes a folder name, where it means "
+                f"{'this folder' if err.instance == '.' else 'the folder above'}, so its outputs would land outside "
+                "their own folder; choose another name"]
     if v == "pattern" and "propertyNames" in err.relative_schema_path:
         return [f"{where}: the name {err.instance!r} may only use letters, digits, '_', '.' and '-' "
                 "(it becomes part of file names)"]
@@ -111,17 +115,67 @@ def _message(err) -> list[str]:
 
 
 def config_problems(config: dict, schema: dict | None = None) -> list[str]:
-    """Every way ``config`` breaks the schema, as ``key.path: what is wrong`` lines (empty if valid)."""
+    """Every way ``config`` breaks the schema, as ``key.path: what is wrong`` lines (empty if valid).
+
+    Beyond the schema: keys that are not strings (YAML reads ``1:`` as an integer), and a colour
+    map that matplotlib does not know (its list, ``matplotlib.colormaps``, is the one source).
+    """
     import jsonschema
 
     schema = load_schema() if schema is None else schema
+    lines = _key_problems(config, [])
     validator = jsonschema.Draft202012Validator(schema)
-    lines: list[str] = []
-    for err in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+    # The schema sees every key as a string, so that its messages cannot trip over another type.
+    for err in sorted(validator.iter_errors(_string_keys(config)), key=lambda e: [str(p) for p in e.absolute_path]):
         for line in _message(err):
             if line not in lines:
                 lines.append(line)
+    cmap = _colour_map_problem(config)
+    if cmap and cmap not in lines:
+        lines.append(cmap)
     return lines
+
+
+def _key_problems(node: Any, parts: list) -> list[str]:
+    """A line for each mapping key under ``node`` that is not a string."""
+    lines = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                kind = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}.get(
+                    type(key), f"a {type(key).__name__}")
+                lines.append(f"{_path(parts)}: the key {key!r} is {kind}, not a string; keys are names: write it in "
+                             f"quotes ('{key}') or rename it")
+            lines += _key_problems(value, [*parts, str(key)])
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            lines += _key_problems(item, [*parts, i])
+    return lines
+
+
+def _string_keys(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _string_keys(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_string_keys(v) for v in node]
+    return node
+
+
+def _colour_map_problem(config: dict) -> str | None:
+    """A line if ``plots.brain_maps.cmap`` is set to a name matplotlib has no colour map for."""
+    plots = config.get("plots")
+    maps = plots.get("brain_maps") if isinstance(plots, dict) else None
+    cmap = maps.get("cmap") if isinstance(maps, dict) else None
+    if not isinstance(cmap, str):
+        return None  # unset (the default is valid), or of a type the schema reports
+    import matplotlib
+
+    known = sorted(matplotlib.colormaps, key=str.lower)
+    if cmap in known:
+        return None
+    forward = [m for m in known if not m.endswith("_r")]
+    return (f"plots.brain_maps.cmap: {cmap!r} is not a matplotlib colour map{_suggest(cmap, known)}; known: "
+            f"{', '.join(forward)} (each also reversed: <name>_r)")
 
 
 def check_config(config: dict, schema: dict | None = None, source: str = "config") -> None:

@@ -114,8 +114,8 @@ class Dag:
                 ref("plot_models", "png"), ref("submission", "zip"), ref("submission", "check"),
                 ref("provenance", "html")]
         out += [ref("plot_roi_bars", "png", subject=s, hemi=h) for s in plan.subjects for h in HEMISPHERES]
-        if self.config["plots"]["brain_maps"]["enabled"]:
-            out += [ref("plot_brain_map", "png", model=m, subject=s) for m in plan.scored_models for s in plan.subjects]
+        out += [ref("plot_brain_map", "png", model=m, subject=s) for m in plan.brain_map_models for s in plan.subjects]
+        out += [ref("plot_attention", "png", model=m, subject=s) for m in plan.attention_models for s in plan.subjects]
         if plan.ensembles:
             out.append(ref("selection", "csv"))
         return out
@@ -133,21 +133,28 @@ class Dag:
                 todo += [r.job for r in _refs(value) if r.job not in found]
         return found
 
-    def changed(self, recorded) -> list[tuple]:
-        """The jobs whose output exists but was made under another key: they must rerun.
+    def to_run(self, recorded, incomplete=lambda paths: set()) -> dict[tuple, str]:
+        """The jobs Snakemake must run, and why: ``missing`` (an output is missing, or was left
+        incomplete by a killed job) or ``key`` (it was made under another key: its code, config or
+        data changed).
 
-        ``recorded(path)``: the params Snakemake recorded for an output (None if it has none).
-        A job whose output is missing is not listed: Snakemake reruns it anyway.
+        ``recorded(path)``: the params Snakemake recorded for an output (None without a record: an
+        output marked done by ``snakemake --touch``, which Snakemake does not rerun either);
+        ``incomplete(paths)``: those of ``paths`` marked incomplete.
         """
-        out = []
-        for job in sorted(self.jobs()):
+        jobs = sorted(self.jobs())
+        paths = {job: self.output_of(job[0], **dict(job[1])) for job in jobs}
+        unfinished = incomplete(list(paths.values()))
+        out = {}
+        for job in jobs:
             rule, wc = job
-            path = self.output_of(rule, **dict(wc))
-            if not os.path.exists(path):
+            path = paths[job]
+            if not os.path.exists(path) or path in unfinished:
+                out[job] = "missing"
                 continue
             params = recorded(path)
-            if params is None or not any(self.key(rule, **dict(wc)) in str(p) for p in params):
-                out.append(job)
+            if params is not None and not any(self.key(rule, **dict(wc)) in str(p) for p in params):
+                out[job] = "key"
         return out
 
     def output_of(self, rule: str, **wildcards) -> str:
@@ -328,18 +335,23 @@ class Dag:
                     gates={"summary": self._summary(subject)}, data=[self.data("fmri", subject, hemi)])
 
     def _pca(self, featureset: str, subject: str) -> Step:
-        return Step(spec=self.plan.feature_sets[featureset], inputs={"split": ref("split", subject=subject)},
-                    gates={"features": self._features(featureset), "summary": self._summary(subject)},
-                    data=[self.data("images", subject)],
-                    keys=[self.feature_key(b, subject) for b in self.plan.featureset_backbones(featureset)])
+        subjects = self.plan.subjects if subject == "all" else [subject]  # all: one PCA for every subject
+        return Step(spec=self.plan.feature_sets[featureset],
+                    inputs={"split": [ref("split", subject=s) for s in subjects]},
+                    gates={"features": self._features(featureset), "summary": [self._summary(s) for s in subjects]},
+                    data=[self.data("images", s) for s in subjects],
+                    keys=[self.feature_key(b, s) for b in self.plan.featureset_backbones(featureset) for s in subjects])
+
+    def _shared_pca(self, featureset: str) -> bool:
+        return (self.plan.feature_sets[featureset].get("pca") or {}).get("scope") == "all"
 
     def _design(self, featureset: str, design: str, subject: str) -> Step:
         inputs: dict[str, Ref | list[Ref]] = {"split": ref("split", subject=subject)}
         gates: dict[str, Ref | list[Ref]] = {"summary": self._summary(subject)}
         keys = []
         if self.plan.featureset_has_pca(featureset):
-            inputs["pca"] = ref("pca", featureset=featureset, subject=subject)
-        else:
+            inputs["pca"] = ref("pca", featureset=featureset, subject="all" if self._shared_pca(featureset) else subject)
+        if not self.plan.featureset_has_pca(featureset) or self._shared_pca(featureset):  # reads the stores
             gates["features"] = self._features(featureset)
             keys = [self.feature_key(b, subject) for b in self.plan.featureset_backbones(featureset)]
         return Step(spec=[self.plan.feature_sets[featureset], self.plan.designs[(featureset, design)],
@@ -348,21 +360,40 @@ class Dag:
 
     def _fit(self, model: str, subject: str, hemi: str, region: str) -> Step:
         mp = self.plan.model_plans[model]
+        hemis = list(HEMISPHERES) if hemi == "both" else [hemi]
         inputs: dict[str, Ref | list[Ref]] = {
-            "design": ref("design", featureset=mp["featureset"], design=mp["design"], subject=subject),
-            "regions": ref("regions", subject=subject, hemi=hemi),
+            "regions": [ref("regions", subject=subject, hemi=h) for h in hemis],
+            "split": ref("split", subject=subject),
         }
-        data = []
+        gates: dict[str, Ref | list[Ref]] = {"summary": self._summary(subject)}
+        keys, data = [], []
+        if mp["design"] is not None:
+            inputs["design"] = ref("design", featureset=mp["featureset"], design=mp["design"], subject=subject)
+        else:  # the readout reads feature maps from the stores
+            gates["features"] = [ref("combine_features", backbone=b) for b in self.plan.model_backbones(model)]
+            keys = [self.feature_key(b, subject) for b in self.plan.model_backbones(model)]
+        if mp["pretrain"]:
+            inputs["pretrained"] = [ref("pretrain", model=model, run=run) for run in self.plan.runs(model)]
         if mp["fit_jobs"] == "region":
             inputs["targets"] = ref("targets", subject=subject, hemi=hemi, region=region)
         else:
-            data = [self.data("fmri", subject, hemi)]
-        return Step(spec=[self.plan.fit_spec(model), self.plan.fit_backend(model)], inputs=inputs,
-                    gates={"summary": self._summary(subject)}, data=data,
+            data = [self.data("fmri", subject, h) for h in hemis]
+        return Step(spec=[self.plan.fit_spec(model), self.plan.fit_backend(model)], inputs=inputs, gates=gates,
+                    data=data, keys=keys, extra_code=(mp["class"].partition(":")[0],))
+
+    def _pretrain(self, model: str, run: str) -> Step:
+        mp, subjects = self.plan.model_plans[model], self.plan.subjects
+        return Step(spec=[self.plan.fit_spec(model), run, self.plan.fit_backend(model)],
+                    inputs={"designs": [ref("design", featureset=mp["featureset"], design=mp["design"], subject=s)
+                                        for s in subjects],
+                            "splits": [ref("split", subject=s) for s in subjects]},
+                    gates={"summaries": [self._summary(s) for s in subjects]},
+                    data=[self.data("fmri", s, h) for s in subjects for h in HEMISPHERES],
                     extra_code=(mp["class"].partition(":")[0],))
 
     def _merge(self, model: str, subject: str, hemi: str) -> Step:
-        fits = [ref("fit", model=model, subject=subject, hemi=hemi, region=u) for u in self.plan.fit_units(model)]
+        fitted = self.plan.fit_model(model)  # a model fitted exactly as another reads that one's fits
+        fits = [ref("fit", model=fitted, subject=subject, hemi=h, region=u) for h, u in self.plan.fit_units(model, hemi)]
         return Step(inputs={"fits": fits}, gates={"summary": self._summary(subject)})
 
     def _ensemble(self, ensemble: str, subject: str, hemi: str) -> Step:
@@ -411,6 +442,13 @@ class Dag:
                             "scores": ref("summarize", "scores")},
                     gates={"summary": self._summary(subject)},
                     data=[self.data("surface", subject, h) for h in HEMISPHERES])
+
+    def _plot_attention(self, model: str, subject: str) -> Step:
+        fitted = self.plan.fit_model(model)
+        units = dict.fromkeys(u for h in HEMISPHERES for u in self.plan.fit_units(model, h))
+        return Step(spec=self.plan.data_root,
+                    inputs={"fits": [ref("fit", model=fitted, subject=subject, hemi=h, region=u) for h, u in units]},
+                    data=[self.data("images", subject)])
 
     def _provenance(self) -> Step:
         from .report.provenance import provenance_stamp

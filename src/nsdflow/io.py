@@ -1,7 +1,8 @@
 """Atomic file writes: every output is written under a temporary name and renamed into place.
 
 A job killed at any moment therefore leaves either the previous file or none, never one that
-looks finished but is not. Errors of the file system (a full disk, a read-only folder) are
+looks finished but is not; the file is flushed to the disk before the rename, and the rename after
+it, so that a power loss cannot leave one either. Errors of the file system (a full disk, a read-only folder) are
 re-raised as :class:`OutputError` naming the file and what to do.
 """
 
@@ -81,13 +82,40 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp
         # mkstemp makes the file private (0600); give it the mode any other new file would get.
         os.chmod(tmp, _FILE_MODE)
+        # The data reaches the disk before the rename does, and the rename before we return: else a
+        # power loss could leave a finished-looking output that is empty (ext4 may persist a rename
+        # before the data it points at).
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise _explain(path, err) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a file's data to the disk (what any later rename or marker relies on)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (files created, renamed or removed in it) to the disk; a no-op
+    where the file system cannot sync a folder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .config import ConfigError
 from .data.layout import ROI_CLASSES, subject_name
 from .data.read import DataError, list_subjects
 from .readouts.regions import region_names
-from .results import HEMISPHERE_UNIT
+from .results import HEMISPHERE_UNIT, SUBJECT_UNIT
 
 __all__ = ["ConfigError", "Plan", "canonical", "make_plan"]
 
@@ -47,8 +48,14 @@ class Plan:
     designs: dict[tuple[str, str], dict] = field(default_factory=dict)
     #: Per model: its readout, normalised params, feature set id, design name and fit units.
     model_plans: dict[str, dict] = field(default_factory=dict)
-    #: Ensembles by name: {"models": [...], "method": best | mean | weighted}.
+    #: Ensembles by name: {"models": [...], "method": ..., "tau": ..., "select_on": oof | val}.
     ensembles: dict[str, dict] = field(default_factory=dict)
+    #: Model grids by name: the models each expanded into (see expand_grids).
+    grids: dict[str, list[str]] = field(default_factory=dict)
+    #: The models and ensembles drawn on the brain (plots.brain_maps: enabled, models).
+    brain_map_models: list[str] = field(default_factory=list)
+    #: The transformer models with ROI queries whose attention is drawn (plots.attention_maps).
+    attention_models: list[str] = field(default_factory=list)
     #: The readouts section: backend, threads.
     readout_settings: dict[str, Any] = field(default_factory=dict)
     shards: int = 1  # extraction.shards: extraction jobs per backbone
@@ -100,11 +107,38 @@ class Plan:
 
     def fit_spec(self, model: str) -> str:
         mp = self.model_plans[model]
-        return canonical({"readout": mp["readout"], "class": mp["class"], "params": mp["params"]})
+        return canonical({"readout": mp["readout"], "class": mp["class"], "params": mp["params"],
+                          "cv_folds": mp["cv_folds"], "fold_seed": mp["fold_seed"], "features": mp["features"]})
 
-    def fit_units(self, model: str) -> list[str]:
-        """The fit jobs of one subject and hemisphere: every region, or one ``hemisphere`` job."""
-        return [HEMISPHERE_UNIT] if self.model_plans[model]["fit_jobs"] == "hemisphere" else list(self.regions)
+    def fit_model(self, model: str) -> str:
+        """The model whose fit jobs ``model``'s predictions come from: the first model (in config
+        order) fitted exactly as it is (same readout, parameters, features, folds, design, jobs and
+        backend), so that a model a grid repeats, or two names for one model, cost one fit."""
+        return self._fit_models[model]
+
+    @cached_property
+    def _fit_models(self) -> dict[str, str]:
+        first: dict[str, str] = {}
+        return {m: first.setdefault(canonical([self.fit_spec(m), mp["featureset"], mp["design"], mp["fit_jobs"],
+                                               self.fit_backend(m)]), m)
+                for m, mp in self.model_plans.items()}
+
+    def fit_units(self, model: str, hemi: str) -> list[tuple[str, str]]:
+        """The fit jobs a hemisphere's merged predictions come from, as ``(hemi, region)`` of the fit
+        rule: every region, one ``hemisphere`` job, or the subject's job over both hemispheres."""
+        jobs = self.model_plans[model]["fit_jobs"]
+        if jobs == SUBJECT_UNIT:
+            return [("both", SUBJECT_UNIT)]
+        return [(hemi, HEMISPHERE_UNIT)] if jobs == "hemisphere" else [(hemi, r) for r in self.regions]
+
+    def runs(self, model: str) -> list[str]:
+        """The names of a model's runs (nsdflow.readouts.folds): val and test, or one per fold."""
+        k = self.model_plans[model]["cv_folds"]
+        return [f"k{i}" for i in range(k)] if k else ["val", "test"]
+
+    def pretrained_models(self) -> list[str]:
+        """The models whose fits start from rule pretrain's network."""
+        return [m for m, mp in self.model_plans.items() if mp["pretrain"]]
 
     def fit_backend(self, model: str) -> str:
         """``readouts.backend`` for a model's fit jobs; ``auto`` keeps per-region ridge jobs on numpy
@@ -114,6 +148,10 @@ class Plan:
         if backend == "auto" and mp["fit_jobs"] == "region" and mp["readout"] in ("ridge", "pca_linear"):
             return "numpy"
         return backend
+
+    def model_layers(self, model: str) -> list[str]:
+        """The ``backbone/layer`` features of a model."""
+        return list(self.model_plans[model]["features"])
 
     def fit_threads(self, model: str) -> int:
         """Threads of a fit job: 1 per region job (many run in parallel), ``readouts.threads`` per hemisphere job."""
@@ -147,7 +185,7 @@ def make_plan(config: dict, demo_root: str = results.DEMO_ROOT, demo_withheld: s
 
     roi_classes = list(config.get("regions", {}).get("classes", list(ROI_CLASSES)))
     backbones = config["backbones"]
-    models = config["models"]
+    models, grids = expand_grids(config["models"])
     used: dict[str, dict] = {}
     for name, m in models.items():
         for feature in m["features"]:
@@ -195,29 +233,92 @@ def make_plan(config: dict, demo_root: str = results.DEMO_ROOT, demo_withheld: s
         if lacking:
             raise ConfigError(f"plots.split: test needs the withheld test responses, which {', '.join(lacking)} "
                               "lack (data.withheld/subjXX/lh_test_fmri.npy); use val")
-    feature_sets, designs, model_plans = plan_readouts(models)
-    ensembles = plan_ensembles(config.get("ensembles") or {}, models)
+    feature_sets, designs, model_plans = plan_readouts(models, int((config.get("split") or {}).get("seed", 0)))
+    ensembles = plan_ensembles(config.get("ensembles") or {}, models, grids, model_plans)
+    for name, mp in model_plans.items():
+        if mp["design"] is None:
+            for feature in mp["features"]:
+                backbone, _, layer = feature.partition("/")
+                if backbones[backbone]["layers"][layer]["pool"] != "grid":
+                    raise ConfigError(f"models.{name}.features: readout {mp['readout']} reads feature maps; "
+                                      f"store {feature} with pool: grid (backbones.{backbone}.layers.{layer}.pool)")
     sub = (config.get("submission") or {}).get("model") or next(iter(models))
     if sub not in models and sub not in ensembles:
         msg = f"submission.model: {sub!r} is not a configured model{' or ensemble' if ensembles else ''}; " \
               f"models: {', '.join(models)}"
         raise ConfigError(msg + (f"; ensembles: {', '.join(ensembles)}" if ensembles else ""))
+    brain_maps = (config.get("plots") or {}).get("brain_maps") or {}
+    if brain_maps.get("enabled", True) is False:
+        drawn = []
+    elif brain_maps.get("models") is None:
+        drawn = list(models) + list(ensembles)
+    else:
+        scored = set(models) | set(ensembles)
+        unknown = [m for m in brain_maps["models"] if m not in scored and m not in grids]
+        if unknown:
+            raise ConfigError(f"plots.brain_maps.models: {', '.join(map(repr, unknown))} "
+                              f"{'is' if len(unknown) == 1 else 'are'} not a configured model, grid or ensemble")
+        drawn = list(dict.fromkeys(x for m in brain_maps["models"] for x in grids.get(m, [m])))
+    attention = [m for m, mp in model_plans.items() if mp["readout"] == "transformer"
+                 and mp["params"].get("queries") != "vertex"] if (config.get("plots") or {}).get("attention_maps", True) else []
     return Plan(
         data_root=str(root), withheld=str(withheld) if withheld else None, demo=demo, subjects=subjects,
         regions=region_names(roi_classes), roi_classes=roi_classes, backbones=used, models=dict(models),
         submission_model=sub, warnings=warnings, feature_sets=feature_sets, designs=designs,
-        model_plans=model_plans, ensembles=ensembles,
+        model_plans=model_plans, ensembles=ensembles, grids=grids, brain_map_models=drawn, attention_models=attention,
         shards=int((config.get("extraction") or {}).get("shards", 1)),
         readout_settings={"backend": "auto", "threads": 2, **(config.get("readouts") or {})},
         config=config,
     )
 
 
-def plan_readouts(models: dict[str, dict]) -> tuple[dict, dict, dict]:
-    """Each model's readout params (checked, defaults filled), feature set and design.
+def expand_grids(models: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """Models with a ``grid`` expanded into one named model per combination, each its own jobs.
+
+    ``grid.features: subsets``: every non-empty subset of the model's ``features``, in order, named
+    by the positions it keeps (``<name>.f0``, ``<name>.f02``...); ``grid.params: {param: [values]}``:
+    every combination of the listed values (``<name>.lr0.001``). Both together multiply. Returns the
+    models and, per grid, the names it expanded into (an ensemble may list the grid's name).
+    """
+    import itertools
+    import re
+
+    out: dict[str, dict] = {}
+    grids: dict[str, list[str]] = {}
+    for name, m in models.items():
+        grid = m.get("grid")
+        if not grid:
+            out[name] = m
+            continue
+        base = {k: v for k, v in m.items() if k != "grid"}
+        subsets = [([], list(range(len(m["features"]))))]
+        if grid.get("features") == "subsets":
+            n = len(m["features"])
+            subsets = [(["f" + "".join(map(str, keep))], list(keep)) for k in range(1, n + 1)
+                       for keep in itertools.combinations(range(n), k)]
+        params = grid.get("params") or {}
+        values = list(itertools.product(*params.values())) if params else [()]
+        members = []
+        for (tag, keep), combo in itertools.product(subsets, values):
+            tags = tag + [re.sub(r"[^A-Za-z0-9_.-]", "_", f"{p}{v}") for p, v in zip(params, combo)]
+            member = ".".join([name, *tags])
+            if member in models or member in out:
+                raise ConfigError(f"models.{name}.grid: its model {member!r} has the name of another model")
+            out[member] = {**base, "features": [m["features"][i] for i in keep],
+                           "params": {**(base.get("params") or {}), **dict(zip(params, combo))}}
+            members.append(member)
+        grids[name] = members
+    return out, grids
+
+
+def plan_readouts(models: dict[str, dict], fold_seed: int = 0) -> tuple[dict, dict, dict]:
+    """Each model's readout params (checked, defaults filled), feature set, design, fit jobs and runs.
 
     Models with the same features, standardisation and PCA share a feature set (one PCA per
-    subject); models whose readouts need the same design of it share that design.
+    subject, or one for every subject with ``pca.scope: all``); models whose readouts need the
+    same design of it share that design. Readouts that read feature maps (design ``grid``) have
+    neither: their fits read the feature stores. ``fold_seed`` (``split.seed``) decides the folds
+    of ``cv_folds``.
     """
     from .readouts.designs import design_name
     from .readouts.featuresets import featureset_id, featureset_spec
@@ -236,34 +337,64 @@ def plan_readouts(models: dict[str, dict]) -> tuple[dict, dict, dict]:
         if m["readout"] == "pca_linear" and not pca:
             raise ConfigError(f"models.{name}: readout pca_linear needs pca (the challenge devkit's: "
                               "pca: {n_components: 100, batch_size: 300})")
-        standardize = m.get("standardize")
-        spec = featureset_spec(m["features"], r.default_standardize if standardize is None else standardize, pca)
-        fs = featureset_id(spec)
-        if feature_sets.setdefault(fs, spec) != spec:  # pragma: no cover - ids encode the spec or its hash
-            raise ConfigError(f"models.{name}: feature set id {fs!r} collides with a different spec")
-        dparams = r.design_params(params)
-        dname = design_name(r.design, dparams)
-        designs[(fs, dname)] = {"kind": r.design, "params": dparams}
         fit_jobs = m.get("fit_jobs") or "auto"
+        fit_jobs = r.default_fit_jobs if fit_jobs == "auto" else fit_jobs
+        if fit_jobs not in r.fit_jobs:
+            raise ConfigError(f"models.{name}.fit_jobs: readout {r.name} fits jobs per {' or '.join(r.fit_jobs)}, "
+                              f"not {fit_jobs}")
+        cv_folds = m.get("cv_folds")
+        if cv_folds and not r.trained:
+            raise ConfigError(f"models.{name}.cv_folds: readout {r.name} takes no folds (its out-of-fold predictions "
+                              "are its exact leave-one-out predictions, made with every fit)")
+        fs = dname = None
+        if r.design == "grid":
+            if pca or m.get("standardize") is not None:
+                raise ConfigError(f"models.{name}: readout {r.name} reads feature maps as they are stored; it takes "
+                                  "no pca or standardize")
+        else:
+            standardize = m.get("standardize")
+            spec = featureset_spec(m["features"], r.default_standardize if standardize is None else standardize, pca)
+            fs = featureset_id(spec)
+            if feature_sets.setdefault(fs, spec) != spec:  # pragma: no cover - ids encode the spec or its hash
+                raise ConfigError(f"models.{name}: feature set id {fs!r} collides with a different spec")
+            dparams = r.design_params(params)
+            dname = design_name(r.design, dparams)
+            designs[(fs, dname)] = {"kind": r.design, "params": dparams}
         model_plans[name] = {"readout": m["readout"], "class": readout_path(m["readout"]), "params": params,
-                             "featureset": fs, "design": dname,
-                             "fit_jobs": r.default_fit_jobs if fit_jobs == "auto" else fit_jobs}
+                             "featureset": fs, "design": dname, "fit_jobs": fit_jobs, "cv_folds": cv_folds or None,
+                             "fold_seed": fold_seed, "features": list(m["features"]),
+                             "pretrain": r.pretrains(params), "oof": r.design == "decomposition" or bool(cv_folds)}
+        if model_plans[name]["pretrain"] and not (pca or {}).get("scope") == "all":
+            raise ConfigError(f"models.{name}: a network pretrained on every subject needs their features reduced "
+                              "the same way: set pca: {n_components: ..., batch_size: ..., scope: all}")
     return feature_sets, designs, model_plans
 
 
-def plan_ensembles(ensembles: dict[str, dict], models: dict[str, dict]) -> dict[str, dict]:
-    """Check each ensemble's members and method; ensembles are named like models and must not clash."""
+def plan_ensembles(ensembles: dict[str, dict], models: dict[str, dict], grids: dict[str, list[str]] | None = None,
+                   model_plans: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Check each ensemble's members (models, or grids: all their models), method and selection;
+    ensembles are named like models and must not clash."""
+    grids = grids or {}
     out = {}
     for name, e in ensembles.items():
-        if name in models:
+        if name in models or name in grids:
             raise ConfigError(f"ensembles.{name}: a model has the same name; ensembles and models share "
                               "results/predictions/<name>/, so rename one")
-        members = list(e["models"])
-        unknown = [m for m in members if m not in models]
+        unknown = [m for m in e["models"] if m not in models and m not in grids]
         if unknown:
-            raise ConfigError(f"ensembles.{name}.models: {', '.join(map(repr, unknown))} not configured models; "
-                              f"models: {', '.join(models)}")
+            raise ConfigError(f"ensembles.{name}.models: {', '.join(map(repr, unknown))} not configured models or "
+                              f"grids; models: {', '.join(models)}")
+        members = [x for m in e["models"] for x in grids.get(m, [m])]
         if len(set(members)) != len(members):
             raise ConfigError(f"ensembles.{name}.models: a model is listed twice")
-        out[name] = {"models": members, "method": e.get("method", "best")}
+        if len(members) < 2:
+            raise ConfigError(f"ensembles.{name}.models: an ensemble needs two or more models")
+        select_on = e.get("select_on", "oof")
+        if select_on == "oof" and model_plans:
+            lacking = [m for m in members if not model_plans[m]["oof"]]
+            if lacking:
+                raise ConfigError(f"ensembles.{name}: members {', '.join(lacking)} make no out-of-fold predictions "
+                                  "to choose weights on: give them cv_folds, or set select_on: val")
+        out[name] = {"models": members, "method": e.get("method", "best"), "tau": float(e.get("tau", 0.025)),
+                     "select_on": select_on}
     return out

@@ -17,9 +17,10 @@ combine_features       ``results/features/{backbone}.json`` (the store: ``{backb
 split                  ``results/splits/{subject}.json``
 regions                ``results/regions/{subject}_{hemi}.npz``
 targets                ``results/targets/{subject}_{hemi}/{region}.npy``
-pca                    ``results/pca/{featureset}/{subject}.npz``
+pca                    ``results/pca/{featureset}/{subject}.npz`` (``all.npz``: shared by every subject)
 design                 ``results/designs/{featureset}/{design}/{subject}.npz``
-fit                    ``results/readouts/{model}/{subject}/{hemi}/{region}.npz``
+pretrain               ``results/pretrain/{model}/{run}.pt``: a network pretrained on every subject
+fit                    ``results/readouts/{model}/{subject}/{hemi}/{region}.npz`` (``both/subject.npz``)
 merge                  ``results/predictions/{model}/{subject}_{hemi}.npz``
 ensemble               ``results/predictions/{ensemble}/...`` and ``results/ensembles/...``
 selection              ``results/scores/selection.csv`` / ``.parquet``
@@ -42,10 +43,13 @@ DEMO_WITHHELD = f"{RESULTS}/demo/withheld"
 IMAGE_STORE = f"{RESULTS}/images/cache.zarr"
 FEATURE_STORE = RESULTS + "/features/{backbone}.zarr"
 SCORES = f"{RESULTS}/scores"
-#: The fit unit (``{region}`` of a fit's output) of a job that fits every region of a hemisphere.
+#: The fit unit (``{region}`` of a fit's output) of a job that fits every region of a hemisphere, and
+#: of one that fits both hemispheres of a subject (its ``{hemi}`` is ``both``).
 HEMISPHERE_UNIT = "hemisphere"
+SUBJECT_UNIT = "subject"
 #: Checkpoints of trained readouts (resumable state, not results: deleted when a fit completes).
 CHECKPOINTS = RESULTS + "/checkpoints/{model}/{subject}/{hemi}/{region}"
+PRETRAIN_CHECKPOINT = RESULTS + "/checkpoints/{model}/pretrain/{run}.pt"
 
 #: Every rule's outputs by name.
 OUTPUTS: dict[str, dict[str, str]] = {
@@ -60,8 +64,9 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "split": {"split": RESULTS + "/splits/{subject}.json"},
     "regions": {"regions": RESULTS + "/regions/{subject}_{hemi}.npz"},
     "targets": {"targets": RESULTS + "/targets/{subject}_{hemi}/{region}.npy"},
-    "pca": {"pca": RESULTS + "/pca/{featureset}/{subject}.npz"},
+    "pca": {"pca": RESULTS + "/pca/{featureset}/{subject}.npz"},  # {subject} "all": one PCA for every subject
     "design": {"design": RESULTS + "/designs/{featureset}/{design}/{subject}.npz"},
+    "pretrain": {"state": RESULTS + "/pretrain/{model}/{run}.pt"},
     "fit": {"fit": RESULTS + "/readouts/{model}/{subject}/{hemi}/{region}.npz"},
     "merge": {"pred": RESULTS + "/predictions/{model}/{subject}_{hemi}.npz"},
     "ensemble": {"pred": RESULTS + "/predictions/{ensemble}/{subject}_{hemi}.npz",
@@ -79,6 +84,9 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "plot_models": {"png": f"{RESULTS}/plots/model_comparison.png", "svg": f"{RESULTS}/plots/model_comparison.svg"},
     "plot_brain_map": {"png": RESULTS + "/plots/brain_maps/{model}/{subject}.png",
                        "svg": RESULTS + "/plots/brain_maps/{model}/{subject}.svg"},
+    "plot_attention": {"png": RESULTS + "/plots/attention/{model}/{subject}.png",
+                       "svg": RESULTS + "/plots/attention/{model}/{subject}.svg",
+                       "csv": RESULTS + "/plots/attention/{model}/{subject}.csv"},
     "provenance": {"json": f"{RESULTS}/report/provenance.json", "html": f"{RESULTS}/report/provenance.html",
                    "features": f"{RESULTS}/report/features.html"},
     "submission": {"zip": f"{RESULTS}/submission/submission.zip", "check": f"{RESULTS}/submission/check.txt"},

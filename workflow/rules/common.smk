@@ -4,9 +4,10 @@
 # the content of exactly the data and results it reads (`key(rule)`, a param). Its inputs
 # (`inputs(rule)`) are all `ancient`: Snakemake runs a job after them, but a rerun of one of them
 # does not rerun it, nor does a file's time. So a job reruns when its own key changed, and then
-# only. Snakemake skips checking any job below one it reruns, and reaches those only through
-# inputs that are not `ancient`; so the jobs whose key changed also take `results/changes.json`
-# (rule `changes`, first of all when anything changed) as an ordinary input, which reaches them all.
+# only. Snakemake does not check any job below one it reruns, and reaches those only through inputs
+# that are not `ancient`; so every job that must run (its key changed, or an output is missing or
+# incomplete) takes `.snakemake/nsdflow/changes.json` as an ordinary input, which rule `changes`
+# writes first whenever any job must run: from it, Snakemake reaches them all.
 import atexit
 import os
 from collections import Counter
@@ -65,14 +66,22 @@ def recorded_params(path):
     return record.params if record is not None else None
 
 
-_changed = []
+def incomplete_outputs(paths):
+    """Those of ``paths`` that a killed job left marked incomplete (Snakemake's own markers)."""
+    try:
+        return set(workflow.persistence._filter_incomplete_keys(paths))
+    except (AttributeError, TypeError):  # no persistence here (a remote job): nothing to add
+        return set()
+
+
+_to_run = []
 
 
 def changed_jobs():
-    """The jobs whose output exists but was made under another key (computed once per DAG)."""
-    if not _changed:
-        _changed.append(set(GRAPH.changed(recorded_params)))
-    return _changed[0]
+    """The jobs that must run, and why: "key" or "missing" (nsdflow.dag.Dag.to_run; once per DAG)."""
+    if not _to_run:
+        _to_run.append(GRAPH.to_run(recorded_params, incomplete_outputs) if workflow.persistence is not None else {})
+    return _to_run[0]
 
 
 def inputs(rule):
@@ -92,12 +101,15 @@ def inputs(rule):
 
 def changes_stamp(wildcards):
     """The changes rule's param: the changed jobs per rule and the time (so that it runs) whenever
-    some job's key changed; else what was recorded (so that it does not)."""
+    some job's key changed; else what was recorded (so that it does not). A job whose output is
+    missing needs no changes run to be reached: Snakemake follows a missing file through any input,
+    ancient or not, and a job above it reruns only if its own output is missing or its key changed."""
     jobs = changed_jobs()
-    if jobs:
+    if "key" in jobs.values():
         import time
 
-        return canonical({"jobs": Counter(rule for rule, _ in jobs), "planned": time.time()})
+        return canonical({"jobs": Counter(rule for (rule, _), why in jobs.items() if why == "key"),
+                          "missing": sum(why == "missing" for why in jobs.values()), "planned": time.time()})
     import ast
 
     recorded = recorded_params(CHANGES)  # Snakemake records each param's repr
@@ -126,23 +138,19 @@ wildcard_constraints:
     backbone=names(PLAN.backbones),
 
 
+def show_leaderboard(workflow):
+    """Print the leaderboard after a successful run whose targets were the whole run (rule all)."""
+    from nsdflow.evaluate.leaderboard import leaderboard_text
+
+    if any(job.rule.name == "all" for job in workflow.dag.targetjobs):
+        text = leaderboard_text(".", config)
+        if text is not None:
+            print("\n" + text, flush=True)
+
+
 def final_outputs():
-    outputs = [
-        out("summarize", "summary_csv"),
-        out("summarize", "leaderboard_csv"),
-        out("scores_page"),
-        out("plot_models", "png"),
-        out("submission", "zip"),
-        out("submission", "check"),
-        out("provenance", "html"),
-    ]
-    outputs += [results.output("plot_roi_bars", "png", subject=s, hemi=h) for s in PLAN.subjects for h in HEMIS]
-    if config["plots"]["brain_maps"]["enabled"]:
-        outputs += [results.output("plot_brain_map", "png", model=m, subject=s)
-                    for m in PLAN.scored_models for s in PLAN.subjects]
-    if PLAN.ensembles:
-        outputs.append(out("selection", "csv"))  # which model won where
-    return outputs
+    """What a run makes: the tables, page, figures, submission and provenance (nsdflow.dag.Dag.targets)."""
+    return [target.path for target in GRAPH.targets()]
 
 
 # Which jobs' keys changed since they ran: the first job of a run that changes anything.
@@ -173,6 +181,7 @@ localrules:
     plot_roi_bars,
     plot_models,
     plot_brain_map,
+    plot_attention,
     provenance,
     submission,
     ensemble,

@@ -51,12 +51,15 @@ rule cache_images:
 
 # Preflight: build each backbone once on the CPU (its checkpoint included) and pool one image
 # through its layers, so that a wrong layer, pooling or checkpoint fails now, not after a GPU job
-# waited in a queue. A local job: it runs first, as nothing but the checkpoint comes before it.
+# waited in a queue. A local job: it runs first, as nothing but the checkpoint comes before it, and
+# its priority keeps another backbone's extraction from being picked before it (Snakemake otherwise
+# prefers the ready job with the larger inputs).
 rule check_backbone:
     input:
         unpack(inputs("check_backbone")),
     output:
         out("check_backbone"),
+    priority: 10
     params:
         key=key("check_backbone"),
         spec=lambda wc: PLAN.backbone_spec(wc.backbone),

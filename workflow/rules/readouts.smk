@@ -72,6 +72,7 @@ rule pca:
         out("pca"),
     wildcard_constraints:
         featureset=names([fs for fs in PLAN.feature_sets if PLAN.featureset_has_pca(fs)]),
+        subject=r"subj\d{2}|all",
     params:
         key=key("pca"),
         spec=lambda wc: PLAN.featureset_spec(wc.featureset),
@@ -116,6 +117,52 @@ rule design:
         " --threads {threads} --out {output:q} > {log} 2>&1"
 
 
+def optional(flag, name):
+    """``[flag, input.name...]`` when the job has that input, else nothing (for the shell)."""
+
+    def fn(wildcards, input):
+        return [flag, *(input[name] if isinstance(input[name], list) else [input[name]])] if name in input.keys() else []
+
+    return fn
+
+
+def pretrained_args(wildcards, input):
+    if "pretrained" not in input.keys():
+        return []
+    return ["--pretrained", *(f"{run}={path}" for run, path in zip(PLAN.runs(wildcards.model), input.pretrained))]
+
+
+rule pretrain:
+    input:
+        unpack(inputs("pretrain")),
+    output:
+        out("pretrain"),
+    wildcard_constraints:
+        model=names(PLAN.pretrained_models()),
+        run=r"val|test|k\d+",
+    params:
+        key=key("pretrain"),
+        spec=lambda wc: PLAN.fit_spec(wc.model),
+        root=PLAN.data_root,
+        designs=lambda wc, input: [f"{s}={p}" for s, p in zip(PLAN.subjects, input.designs)],
+        summaries=lambda wc, input: [f"{s}={p}" for s, p in zip(PLAN.subjects, input.summaries)],
+        splits=lambda wc, input: [f"{s}={p}" for s, p in zip(PLAN.subjects, input.splits)],
+        checkpoint=lambda wc: results.fill(results.PRETRAIN_CHECKPOINT, model=wc.model, run=wc.run),
+        backend=lambda wc: PLAN.fit_backend(wc.model),
+    threads: PLAN.readout_settings["threads"]
+    conda:
+        ENV
+    log:
+        results.log("pretrain"),
+    benchmark:
+        results.benchmark("pretrain")
+    shell:
+        "nsdflow pretrain --spec {params.spec:q} --run {wildcards.run:q} --designs {params.designs:q}"
+        " --data {params.root:q} --summaries {params.summaries:q} --splits {params.splits:q}"
+        " --checkpoint {params.checkpoint:q} --key {params.key:q} --backend {params.backend:q} --threads {threads}"
+        " --out {output:q} > {log} 2>&1"
+
+
 rule fit:
     input:
         unpack(inputs("fit")),
@@ -123,12 +170,18 @@ rule fit:
         out("fit"),
     wildcard_constraints:
         model=names(PLAN.models),
-        region=names([*PLAN.regions, results.HEMISPHERE_UNIT]),
+        hemi="lh|rh|both",
+        region=names([*PLAN.regions, results.HEMISPHERE_UNIT, results.SUBJECT_UNIT]),
     params:
         key=key("fit"),
         spec=lambda wc: PLAN.fit_spec(wc.model),
         root=PLAN.data_root,
-        targets=lambda wc, input: ["--targets", input.targets] if "targets" in input.keys() else [],
+        design=optional("--design", "design"),
+        targets=optional("--targets", "targets"),
+        stores=lambda wc: ["--store", *(f"{b}={results.feature_store(b)}" for b in PLAN.model_backbones(wc.model))]
+        if PLAN.model_plans[wc.model]["design"] is None else [],
+        pretrained=pretrained_args,
+        checkpoints=lambda wc: results.fill(results.CHECKPOINTS, **dict(wc.items())),
         backend=lambda wc: PLAN.fit_backend(wc.model),
     threads: lambda wc: PLAN.fit_threads(wc.model)
     conda:
@@ -136,10 +189,11 @@ rule fit:
     log:
         results.log("fit"),
     shell:
-        "nsdflow fit --spec {params.spec:q} --design {input.design:q} --data {params.root:q}"
-        " --subject {wildcards.subject} --hemi {wildcards.hemi} --regions {input.regions:q}"
-        " --region {wildcards.region:q} {params.targets:q} --backend {params.backend:q} --threads {threads}"
-        " --out {output:q} > {log} 2>&1"
+        "nsdflow fit --spec {params.spec:q} --data {params.root:q} --subject {wildcards.subject}"
+        " --hemi {wildcards.hemi} --region {wildcards.region:q} --regions {input.regions:q}"
+        " --summary {input.summary:q} --split {input.split:q} {params.design:q} {params.targets:q}"
+        " {params.stores:q} {params.pretrained:q} --checkpoints {params.checkpoints:q} --key {params.key:q}"
+        " --backend {params.backend:q} --threads {threads} --out {output:q} > {log} 2>&1"
 
 
 rule merge:
@@ -172,6 +226,7 @@ rule ensemble:
         key=key("ensemble"),
         members=lambda wc, input: [f"{m}={p}" for m, p in zip(PLAN.ensembles[wc.ensemble]["models"], input.preds)],
         method=lambda wc: PLAN.ensembles[wc.ensemble]["method"],
+        e=lambda wc: PLAN.ensembles[wc.ensemble],
         root=PLAN.data_root,
     conda:
         ENV
@@ -179,6 +234,7 @@ rule ensemble:
         results.log("ensemble"),
     shell:
         "nsdflow ensemble --name {wildcards.ensemble:q} --method {params.method:q} --members {params.members:q}"
+        " --select-on {params.e[select_on]:q} --tau {params.e[tau]:q}"
         " --data {params.root:q} --subject {wildcards.subject} --hemi {wildcards.hemi} --regions {input.regions:q}"
         " --split {input.split:q} --out {output.pred:q} --selection {output.selection:q} > {log} 2>&1"
 

@@ -103,6 +103,33 @@ rule plot_brain_map:
         " --outline {params.outline:q} --out {output.png:q} > {log} 2>&1"
 
 
+rule plot_attention:
+    input:
+        unpack(inputs("plot_attention")),
+    output:
+        png=report(
+            out("plot_attention", "png"),
+            caption="../report/attention.rst",
+            category="4. Figures",
+            subcategory="attention maps",
+            labels={"model": "{model}", "subject": "{subject}"},
+        ),
+        svg=out("plot_attention", "svg"),
+        csv=out("plot_attention", "csv"),
+    wildcard_constraints:
+        model=names(PLAN.attention_models),
+    params:
+        key=key("plot_attention"),
+        root=PLAN.data_root,
+    conda:
+        ENV
+    log:
+        results.log("plot_attention"),
+    shell:
+        "nsdflow plot-attention --fits {input.fits:q} --data {params.root:q} --subject {wildcards.subject}"
+        " --model {wildcards.model:q} --out {output.png:q} --csv {output.csv:q} > {log} 2>&1"
+
+
 rule provenance:
     input:
         unpack(inputs("provenance")),

@@ -17,25 +17,35 @@ def cmd_demo(a) -> None:
 
 def cmd_validate_data(a) -> None:
     from ..io import atomic_write_json
-    from .layout import ROI_CLASSES
-    from .read import list_subjects
+    from .layout import ROI_CLASSES, subject_name
+    from .read import DataError, list_subjects
     from .validate import validate_subject
 
     subjects = a.subject or list_subjects(a.data)
     classes = tuple(ROI_CLASSES) if a.roi_classes is None else tuple(a.roi_classes)
-    summaries = []
-    for subject in subjects:  # every subject checked before any summary is written
+    summaries, problems = [], []
+    for subject in subjects:  # every subject checked, every problem listed, before any summary is written
         t0 = time.time()
-        summary = validate_subject(a.data, subject, roi_classes=classes, check_finite=not a.no_finite_check,
-                                   check_images=not a.no_image_check)
+        try:
+            summary = validate_subject(a.data, subject, roi_classes=classes, check_finite=not a.no_finite_check,
+                                       check_images=not a.no_image_check)
+        except DataError as err:
+            problems += err.problems
+            continue
         nv = ", ".join(f"{h} {n}" for h, n in summary.n_vertices.items())
         print(f"{summary.subject}: {summary.n_train} training images, {summary.n_test} test images, "
               f"vertices {nv} - OK ({time.time() - t0:.1f} s)")
         summaries.append(summary)
+    outputs = {}
     if a.out:
-        for summary in summaries:
-            atomic_write_json(a.out if len(subjects) == 1 else Path(a.out) / f"{summary.subject}.json",
-                              summary.to_dict())
+        outputs = {s: Path(a.out) if len(subjects) == 1 else Path(a.out) / f"{subject_name(s)}.json" for s in subjects}
+    if problems:
+        for path in outputs.values():  # an earlier run's summary must not look like this run's pass
+            path.unlink(missing_ok=True)
+        raise DataError(problems)
+    for subject, summary in zip(subjects, summaries):
+        if outputs:
+            atomic_write_json(outputs[subject], summary.to_dict())
 
 
 def register(add) -> None:

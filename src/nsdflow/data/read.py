@@ -7,9 +7,13 @@ readers and lists every problem at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -103,6 +107,43 @@ def list_images(root: str | Path, subject: int | str, split: str) -> list[ImageN
     return names
 
 
+#: The most pixels an image may declare: 4096 x 4096, about 90 times NSD's 425 x 425 (50 MB as RGB).
+#: PIL's own guard stops only above 179 million pixels (0.5 GB each), and with a traceback.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+@contextlib.contextmanager
+def open_png(path: str | Path) -> Iterator:
+    """Open an image of the data root with PIL, checking its header before any pixel is decoded.
+
+    Raises :class:`DataError` naming the file if its content is not PNG (whatever its name) or
+    it declares more than :data:`MAX_IMAGE_PIXELS` pixels (a decompression bomb: a small file
+    that would decode to gigabytes). Unreadable files raise PIL's own errors.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as err:  # PIL's guard, far above ours: it names only the pixel count
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        raise DataError(Problem(path, _too_large(f"it declares {int(pixels[1]):,} pixels" if pixels else str(err)))) \
+            from None
+    with im:
+        if im.format != "PNG":
+            raise DataError(Problem(path, f"holds {im.format} content, not PNG: the layout's images are PNG files "
+                                          "(lossless); re-copy it from the original download"))
+        width, height = im.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(Problem(path, _too_large(f"it declares {width} x {height} pixels")))
+        yield im
+
+
+def _too_large(what: str) -> str:
+    return (f"image too large: {what}, over the limit of 4096 x 4096 (NSD's images are 425 x 425); a "
+            "decompression bomb or not a stimulus image: re-copy it from the original download")
+
+
 def image_path(root: str | Path, subject: int | str, image: ImageName) -> Path:
     return SubjectPaths(root, subject).images_dir(image.split) / image.filename
 
@@ -117,19 +158,113 @@ def load_fmri(root: str | Path, subject: int | str, hemi: str, mmap: bool = True
 
 
 def load_roi_mapping(root: str | Path, subject: int | str, roi_class: str) -> dict[int, str]:
-    """The ``{label: name}`` dict of one ROI class (0 is 'Unknown')."""
+    """The ``{label: name}`` dict of one ROI class (0 is 'Unknown').
+
+    The file is a pickle (``np.save`` of a dict), and unpickling runs whatever callables the
+    pickle names: it is read by :func:`read_mapping_file`, which admits only what a mapping holds.
+    """
     path = SubjectPaths(root, subject).mapping(roi_class)
     if not path.is_file():
         raise DataError(Problem(path, f"mapping file of ROI class {roi_class!r} is missing"))
+    return read_mapping_file(path)
+
+
+def read_mapping_file(path: Path) -> dict[int, str]:
+    """A ``{label: name}`` dict from an ``np.save``-d dict, unpickled by :class:`MappingUnpickler`.
+
+    Raises :class:`DataError` naming the file if it is not a 0-d object array holding a dict of
+    integer labels to names, and, before anything in it runs, if its pickle names any callable
+    but numpy's own array and scalar reconstruction.
+    """
     try:
-        obj = np.load(path, allow_pickle=True)
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version} (np.save writes 1.0)")
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(f)
+            if dtype.hasobject and shape == ():
+                obj = MappingUnpickler(f).load()
+    except RefusedPickle as err:
+        raise DataError(Problem(path, f"refused: its pickle calls {err}, which a mapping never holds (a genuine "
+                                      "mapping_<class>.npy is a dict of integer labels to ROI names); loading it "
+                                      "would run that code. Do not use this file: download it again from the "
+                                      "original source")) from None
     except Exception as err:  # noqa: BLE001 - any failure to read is reported as a data problem
         raise DataError(Problem(path, f"cannot read the mapping ({type(err).__name__}: {err})")) from err
+    if not (dtype.hasobject and shape == ()):
+        raise DataError(Problem(path, f"expected a pickled dict {{int: name}} (np.save of a dict), got an array of "
+                                      f"shape {shape}"))
     mapping = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
     if not isinstance(mapping, dict):
-        got = f"an array of shape {obj.shape}" if isinstance(obj, np.ndarray) else type(mapping).__name__
-        raise DataError(Problem(path, f"expected a pickled dict {{int: name}} (np.save of a dict), got {got}"))
-    return {int(k): str(v) for k, v in mapping.items()}
+        raise DataError(Problem(path, f"expected a pickled dict {{int: name}} (np.save of a dict), got "
+                                      f"{type(mapping).__name__}"))
+    out: dict[int, str] = {}
+    for key, name in mapping.items():
+        label = _integer_label(key)
+        if label is None:
+            raise DataError(Problem(path, f"key {key!r} is not an integer label: a mapping is a dict "
+                                          "{integer label: ROI name}"))
+        if not isinstance(name, str):
+            raise DataError(Problem(path, f"label {label} maps to {name!r}, not to an ROI name (a string)"))
+        out[label] = str(name)
+    return out
+
+
+def _integer_label(key) -> int | None:
+    """``key`` as an int if it is an integer (numpy's included, or a float of integral value), else None."""
+    if isinstance(key, (bool, np.bool_)):
+        return None
+    if isinstance(key, (int, np.integer)):
+        return int(key)
+    if isinstance(key, (float, np.floating)) and float(key).is_integer():
+        return int(key)
+    return None
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle names a callable that :class:`MappingUnpickler` does not admit (the message names it)."""
+
+
+def _numpy_scalar(dtype, *args):
+    """numpy's scalar reconstruction, for the scalar types a mapping's keys and names may have."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iufU":
+        raise RefusedPickle(f"numpy scalar reconstruction of dtype {dtype!r}")
+    return _SCALAR(dtype, *args)
+
+
+def _numpy_array(subtype, *args):
+    """numpy's array reconstruction, of plain ndarrays only (a subclass's __setstate__ could run code)."""
+    if subtype is not np.ndarray:
+        raise RefusedPickle(f"numpy array reconstruction of {subtype!r}")
+    return _RECONSTRUCT(subtype, *args)
+
+
+# numpy's reconstruction functions, whichever module (numpy.core or numpy._core) holds them.
+_RECONSTRUCT = np.zeros(()).__reduce__()[0]
+_SCALAR = np.int64(0).__reduce__()[0]
+_ADMITTED = {
+    **{(module, "_reconstruct"): _numpy_array for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "scalar"): _numpy_scalar for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class MappingUnpickler(pickle.Unpickler):
+    """Unpickles what ``np.save(path, np.array(a_dict, dtype=object), allow_pickle=True)`` writes.
+
+    A pickle can only call what it names as a global, and every global goes through
+    :meth:`find_class`, which admits numpy's array, dtype and scalar reconstruction (of plain
+    arrays and of integer, float and string scalars) and refuses anything else, so that no other
+    code runs; dicts, lists, ints and strings need no global.
+    """
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ADMITTED[(module, name)]
+        except KeyError:
+            raise RefusedPickle(f"{module}.{name}") from None
 
 
 def load_roi_labels(

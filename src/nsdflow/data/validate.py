@@ -34,30 +34,34 @@ from .read import (
     load_fsaverage_vertices,
     load_roi_labels,
     load_roi_mapping,
+    open_png,
 )
 
 log = logging.getLogger(__name__)
 
 
 def verify_images(paths: list[Path]) -> list[Problem]:
-    """Check that each file is a complete, uncorrupted image, without decoding it.
+    """Check that each file is a complete, uncorrupted PNG of a sane size, without decoding it.
 
     PIL's ``verify`` walks the PNG chunks and their checksums: a truncated or corrupted file
-    fails, at thousands of images per second. Grayscale, palette and RGBA images pass (the image
+    fails, at thousands of images per second. Content that is not PNG (a JPEG renamed ``.png``)
+    and images declaring more than :data:`~nsdflow.data.read.MAX_IMAGE_PIXELS` pixels fail too
+    (:func:`~nsdflow.data.read.open_png`). Grayscale, palette and RGBA images pass (the image
     cache converts them to RGB).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     problems = []
     for path in paths:
         try:
-            with Image.open(path) as im:
+            with open_png(path) as im:
                 im.verify()
+        except DataError as err:
+            problems += err.problems
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             reason = "not an image file" if isinstance(err, UnidentifiedImageError) else f"{type(err).__name__}: {err}"
             problems.append(Problem(path, f"corrupt or truncated image ({reason}); re-copy it from the original download"))
     return problems
-
 
 
 @dataclass

@@ -27,6 +27,16 @@ def cmd_summarize(a) -> None:
     print("\n".join(leaderboard_lines(tables["leaderboard"])))
 
 
+def cmd_leaderboard(a) -> None:
+    from .leaderboard import leaderboard_text
+
+    text = leaderboard_text(a.directory)
+    if text is None:
+        raise SystemExit(f"nsdflow leaderboard: no leaderboard under {a.directory} yet "
+                         "(results/scores/leaderboard.parquet): run snakemake first")
+    print(text)
+
+
 def cmd_score(a) -> None:
     import numpy as np
 
@@ -57,6 +67,9 @@ def register(add) -> None:
     s.add_argument("--vertices", nargs="+", required=True, help="MODEL:SUBJECT:HEMI=PARQUET")
     s.add_argument("--classes", type=json_arg, default=None)
     s.add_argument("--outdir", required=True)
+
+    s = add("leaderboard", cmd_leaderboard, "print a finished run's leaderboard and where its outputs are")
+    s.add_argument("directory", nargs="?", default=".", help="the run's folder (default: here)")
 
     s = add("score", cmd_score, "score predictions against responses: Pearson r and the challenge score, as JSON")
     s.add_argument("--pred", required=True, help=".npy predictions (images x vertices)")

@@ -410,6 +410,8 @@ class SamBackbone(Backbone):
 
 
 _DINOV2_CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
+_QKV = ("q", "k", "v")
+_QKV_RE = re.compile(r"^(blocks\.\d+\.attn)\.[qkv]$")
 
 
 def convert_dinov2_state(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -435,7 +437,8 @@ class DinoV2Backbone(Backbone):
     """DINOv2 through timm (``vit_base_patch14_dinov2`` by default; any timm ``*_dinov2`` model).
 
     Layers: ``image`` (the class token after the final norm: DINOv2's image embedding),
-    ``norm`` (every token after the final norm), ``blocks.N`` (tokens), or any submodule name.
+    ``norm`` (every token after the final norm), ``blocks.N`` (tokens), ``blocks.N.attn.q`` (or
+    ``.k``, ``.v``: that part of block N's attention projection, tokens), or any submodule name.
     Weights: ``init: checkpoint`` with a local file in timm's layout or the official
     ``dinov2_vitb14_pretrain.pth`` one (see :func:`convert_dinov2_state`), or ``init: random``.
     ``input_size`` must be a multiple of the patch size, 14 (default 224: 16 x 16 patches).
@@ -472,17 +475,25 @@ class DinoV2Backbone(Backbone):
         return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
     def available_layers(self):
-        names = ["image", "norm"] + [f"blocks.{i}" for i in range(len(self.model.blocks))]
-        return names + [n for n, _ in self.model.named_modules() if n and n not in names]
+        n = len(self.model.blocks)
+        names = ["image", "norm"] + [f"blocks.{i}" for i in range(n)]
+        names += [f"blocks.{i}.attn.{part}" for i in range(n) for part in _QKV]
+        return names + [m for m, _ in self.model.named_modules() if m and m not in names]
 
     def _forward(self, x, layers):
-        hooked = [layer for layer in layers if layer != "image"]
+        # blocks.N.attn.q (k, v): that third of the block's fused qkv projection, every token,
+        # all heads side by side (B, L, D): the features Adeli et al. read with their decoder.
+        hooked = sorted({_QKV_RE.sub(r"\1.qkv", layer) for layer in layers if layer != "image"})
         out = _hooked(self.model, hooked, lambda: self.model(x), need_result="image" in layers)
         prefix = int(getattr(self.model, "num_prefix_tokens", 1))
         result = {}
         for layer in layers:
-            t = out["__result__"] if layer == "image" else out[layer]
+            t = out["__result__"] if layer == "image" else out[_QKV_RE.sub(r"\1.qkv", layer)]
             t = t[0] if isinstance(t, tuple) else t
+            if _QKV_RE.match(layer):
+                d = t.shape[-1] // 3
+                part = _QKV.index(layer.rsplit(".", 1)[1])
+                t = t[..., part * d:(part + 1) * d]
             if t.ndim == 3:
                 result[layer] = LayerOutput(t, "tokens", prefix)
             elif t.ndim == 4:

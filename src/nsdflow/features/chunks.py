@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..io import fsync_dir, fsync_file
+
 log = logging.getLogger(__name__)
 
 SPEC_ATTR = "nsdflow_spec"
@@ -73,10 +75,53 @@ def missing_chunks(store: str | Path, n_rows: int, chunk: int) -> list[int]:
 
 
 def mark_done(store: str | Path, c: int) -> None:
-    """Mark chunk ``c`` done: call only after every array of the chunk is written."""
+    """Mark chunk ``c`` done: call only after every array of the chunk is written.
+
+    The chunk's files are flushed to the disk first (:func:`sync_chunk`; zarr writes plain files
+    and never syncs them), so that after a power loss a chunk marked done holds its data. The
+    marker itself is not synced: one lost to a power loss only has its chunk written again.
+    """
+    sync_chunk(store, c)
     folder = done_dir(store)
     folder.mkdir(exist_ok=True)
     (folder / str(c)).touch()
+
+
+def sync_chunk(store: str | Path, c: int) -> None:
+    """fsync the files of row chunk ``c`` of every array in ``store``, and the folders holding them.
+
+    Arrays are found from their ``zarr.json``; their chunks use zarr's default keys, under which
+    row chunk ``c`` is the file or folder ``<array>/c/<c>`` (a folder of column chunks for a 2-D
+    array and more).
+    """
+    for array in _array_dirs(Path(store)):
+        key = array / "c" / str(c)
+        if key.is_file():
+            files = [key]
+        else:
+            files = sorted(p for p in key.rglob("*") if p.is_file()) if key.is_dir() else []
+        folders = {array}
+        for f in files:
+            fsync_file(f)
+            folders.update(p for p in f.parents if p.is_relative_to(array))
+        for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first: entries before their folder's
+            fsync_dir(folder)
+
+
+def _array_dirs(store: Path) -> list[Path]:
+    """The folders of the arrays of a zarr v3 store (its groups are walked, its chunks are not)."""
+    arrays, todo = [], [store]
+    while todo:
+        node = todo.pop()
+        try:
+            kind = json.loads((node / "zarr.json").read_text()).get("node_type")
+        except (OSError, ValueError):
+            continue  # not a zarr node (done/, a half-created array)
+        if kind == "array":
+            arrays.append(node)
+        elif kind == "group":
+            todo += [p for p in node.iterdir() if p.is_dir()]
+    return arrays
 
 
 def unmark_done(store: str | Path, c: int) -> None:

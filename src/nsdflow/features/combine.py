@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, read_json
-from .chunks import missing_chunks, n_chunks, normalise_spec, read_spec
+from ..io import atomic_write_json, fsync_dir, read_json
+from .chunks import done_dir, missing_chunks, n_chunks, normalise_spec, read_spec
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
@@ -41,6 +41,7 @@ def combine_features(store: str | Path, shard_manifests: list[str | Path], manif
         counts = sorted({s["shard"] for s in shards for c in missing if s["chunks"][0] <= c < s["chunks"][1]})
         raise RuntimeError(f"{store}: {len(missing)} of {n_chunks(n, chunk)} chunks are not done (e.g. {missing[:5]}), "
                            f"from shards {counts or '(none listed)'}; rerun those extract jobs")
+    fsync_dir(done_dir(store))  # the markers this manifest vouches for reach the disk before it does
     extracted = sum(s["extracted_images"] for s in shards)
     seconds = max((s["seconds"] for s in shards), default=0.0)
     info = {

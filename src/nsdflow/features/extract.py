@@ -54,7 +54,7 @@ from .chunks import (
 )
 from .combine import combine_features, spec_digest  # noqa: F401 - combine_features is part of this API
 from .images import ImageCache
-from .pooling import check_pool, pool_output
+from .pooling import check_pool, grid_shape, pool_output
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,13 @@ class LayerRunner:
         self.device = device
         self.amp = _autocast_dtype(precision, device)
 
+    def grid_shapes(self, pixels: torch.Tensor) -> dict[str, list[int]]:
+        """(C, H, W) of each layer pooled with ``grid`` (the store records it), from one batch."""
+        with torch.inference_mode():
+            outs = self.backbone.forward_layers(self.backbone.preprocess(pixels.to(self.device)), self.layers)
+        return {layer: grid_shape(outs[layer].tensor.shape[1:], outs[layer].layout, outs[layer].prefix)
+                for layer, pool in self.pools.items() if pool == "grid"}
+
     def __call__(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
             x = self.backbone.preprocess(pixels.to(self.device, non_blocking=True))
@@ -226,12 +233,16 @@ def extract_features(
     n = len(cache)
     pin = dev.type == "cuda"
 
-    dims = {layer: int(t.shape[1]) for layer, t in runner(torch.from_numpy(cache.read(0, 1))).items()}
+    first = torch.from_numpy(cache.read(0, 1))
+    dims = {layer: int(t.shape[1]) for layer, t in runner(first).items()}
+    grids = runner.grid_shapes(first)
 
     def create(group) -> None:
         for layer in layers:
-            group.create_array(f"layers/{layer}", shape=(n, dims[layer]), dtype=dtype, fill_value=np.nan,
-                               chunks=(chunk, _column_chunk(chunk, dims[layer], dtype.itemsize)))
+            arr = group.create_array(f"layers/{layer}", shape=(n, dims[layer]), dtype=dtype, fill_value=np.nan,
+                                     chunks=(chunk, _column_chunk(chunk, dims[layer], dtype.itemsize)))
+            if layer in grids:  # a row is this (C, H, W) map, flattened
+                arr.attrs["grid"] = grids[layer]
         # The content digest of the image each row was computed from: a changed image is found and
         # extracted again, alone (its chunk stays done for every other row).
         group.create_array("image_digests", shape=(n,), chunks=(chunk,), dtype="uint64", fill_value=0)
@@ -288,8 +299,8 @@ def extract_features(
                     arrays[layer][lo:hi] = values
                 else:
                     arrays[layer].set_orthogonal_selection((np.asarray(rows) + lo, slice(None)), values)
+            digests[lo:hi] = cache.digests[lo:hi]  # what the rows were computed from, then:
             mark_done(store, c)  # only after every layer of the chunk is on disk
-            digests[lo:hi] = cache.digests[lo:hi]  # after: a kill in between extracts the changed rows again
 
         # Two host blocks: the writer writes one while the next chunk is computed into the other.
         blocks = [{layer: torch.empty((chunk, dims[layer]), dtype=torch.float32, pin_memory=pin) for layer in layers}
@@ -331,7 +342,8 @@ def extract_features(
         "shard": shard,
         "shards": shards,
         "chunks": [mine.start, mine.stop],
-        "layers": {layer: {"shape": [n, dims[layer]], "dtype": str(dtype)} for layer in layers},
+        "layers": {layer: {"shape": [n, dims[layer]], "dtype": str(dtype),
+                           **({"grid": grids[layer]} if layer in grids else {})} for layer in layers},
         "device": str(dev),
         "resumed": resumed,
         "extracted_images": n_todo,

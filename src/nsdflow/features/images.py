@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..data.layout import SPLITS, subject_name
-from ..data.read import DataError, Problem, image_path, list_images
-from ..io import atomic_write_json
+from ..data.read import DataError, Problem, image_path, list_images, open_png
+from ..io import atomic_write_json, fsync_dir
 from .chunks import (
     chunk_rows,
     done_chunks,
+    done_dir,
     mark_done,
     missing_chunks,
     n_chunks,
@@ -92,16 +93,17 @@ def unique_images(index: pd.DataFrame) -> pd.DataFrame:
 
 
 def decode_image(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Decode a PNG to (S, S, 3) uint8 RGB; grayscale, palette and RGBA images are converted.
+    """Decode a PNG to (H, W, 3) uint8 RGB, resized to (size, size) unless ``size`` is None;
+    grayscale, palette and RGBA images are converted.
 
-    Raises :class:`DataError` naming the file if it is corrupt, truncated or not square when
-    ``size`` is None.
+    Raises :class:`DataError` naming the file if it is corrupt or truncated, not PNG content, or
+    larger than :data:`~nsdflow.data.read.MAX_IMAGE_PIXELS` (checked before decoding).
     """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_png(path) as im:
             im.load()
             if im.mode != "RGB":
                 if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -114,9 +116,53 @@ def decode_image(path: str | Path, size: int | None = None) -> np.ndarray:
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BICUBIC)
             return np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(Problem(path, f"cannot decode the image ({type(err).__name__}: {err}); "
                                       "re-copy it from the original download")) from err
+
+
+def image_sizes(paths) -> list[tuple[int, int] | None]:
+    """Each PNG's (width, height) from its header (no decoding); None where it cannot be read
+    (decoding it names the problem)."""
+    sizes = []
+    for path in paths:
+        try:
+            with open_png(path) as im:
+                sizes.append(im.size)
+        except Exception:  # noqa: BLE001 - any unreadable file is named when it is decoded
+            sizes.append(None)
+    return sizes
+
+
+def cache_side(sizes: list[tuple[int, int] | None]) -> int:
+    """The side of the cache when ``images.size`` is unset: the most common image size (a tie
+    goes to the larger), so that one odd image cannot set it.
+
+    Raises ValueError if no size is known or the most common one is not square.
+    """
+    from collections import Counter
+
+    counts = Counter(s for s in sizes if s is not None)
+    if not counts:
+        raise ValueError("images.size: no image of the index could be read to learn the images' size; set it")
+    (width, height), _ = max(counts.items(), key=lambda item: (item[1], item[0][0] * item[0][1]))
+    if width != height:
+        raise ValueError(f"images.size: most images are {width} x {height}, not square; set images.size to the "
+                         "side the cached images should have")
+    return width
+
+
+def log_resized(paths, sizes: list[tuple[int, int] | None], size: int, chosen: bool) -> None:
+    """Say which images the cache resizes to ``size`` (a warning when the size was chosen by
+    :func:`cache_side`, not set by the user)."""
+    odd = [(p, s) for p, s in zip(paths, sizes) if s is not None and s != (size, size)]
+    if odd:
+        names = ", ".join(f"{Path(p).name} ({w} x {h})" for p, (w, h) in odd[:5])
+        more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+        (log.warning if chosen else log.info)("%d of %d images are resized to %d x %d (bicubic): %s%s", len(odd),
+                                              len(sizes), size, size, names, more)
 
 
 def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -305,19 +351,22 @@ _OPEN_ARRAYS: dict[str, object] = {}
 
 
 def _fill_chunk(job: tuple) -> tuple[int, int]:
-    """Decode rows ``rows`` of chunk ``c`` (all of them when None) and write them, then mark the
-    chunk done (runs in a worker process). Returns ``(c, rows decoded)``."""
+    """Decode rows ``rows`` of chunk ``c`` (all of them when None) and write them and the chunk's
+    content digests, then mark the chunk done (runs in a worker process). Returns ``(c, rows decoded)``."""
     import zarr
 
-    store, c, start, stop, source, size, rows = job
+    store, c, start, stop, source, size, rows, digests = job
     if store not in _OPEN_ARRAYS:
-        _OPEN_ARRAYS[store] = zarr.open_array(Path(store) / "pixels", mode="r+")
+        group = zarr.open_group(store, mode="r+")
+        _OPEN_ARRAYS[store] = (group["pixels"], group["digests"])
+    pixels, recorded = _OPEN_ARRAYS[store]
     if rows is None:
-        _OPEN_ARRAYS[store][start:stop] = source.read(size)
+        pixels[start:stop] = source.read(size)
     else:
         block = source.read(size)
         for i, r in enumerate(rows):
-            _OPEN_ARRAYS[store][start + r] = block[i]
+            pixels[start + r] = block[i]
+    recorded[start:stop] = digests  # chunks of digests and pixels align: no two workers share one
     mark_done(store, c)
     return c, stop - start if rows is None else len(rows)
 
@@ -345,8 +394,8 @@ def build_image_cache(
         The Zarr store; resumed if it holds the same images at the same size from the same
         source, rebuilt otherwise.
     size : int or None
-        Side of the cached images; None keeps the first image's size (NSD: 425) and resizes
-        any image that differs.
+        Side of the cached images; None takes the images' most common size (NSD: 425,
+        :func:`cache_side`). Images of another size are resized, and the log says which.
     chunk : int
         Images per chunk (the unit of writing and of resuming).
     workers : int
@@ -369,11 +418,17 @@ def build_image_cache(
     if not n:
         raise DataError(Problem(store, "the image index lists no images"))
     src = make_source(uniq, source, hdf5, hdf5_dataset, index_base)
-    if size is None and source == "png":
-        size = int(src.subset(0, 1).read(None)[0].shape[0])
-    elif size is None:
+    if source == "png":
+        sizes = image_sizes(src.paths)
+        chosen = size is None
+        size = cache_side(sizes) if chosen else size
+        log_resized(src.paths, sizes, size, chosen)
+    else:
         data = open_hdf5_images(hdf5, hdf5_dataset)
-        size = int(data.shape[1])
+        size = int(data.shape[1]) if size is None else size
+        if data.shape[1:3] != (size, size):
+            log.info("%s holds %d x %d images: resized to %d x %d (bicubic)", hdf5, data.shape[2], data.shape[1],
+                     size, size)
         data.file.close()
     spec = {"format": CACHE_FORMAT, "nsd_ids_sha256": _ids_digest(nsd_ids), "n_images": n, "size": size,
             "chunk": chunk, "compression": compression, **src.identity()}
@@ -397,10 +452,12 @@ def build_image_cache(
             for c in changed:
                 unmark_done(store, c)
         # Each job carries only its own rows' paths or ids, so nothing large is pickled per chunk.
-        jobs = [(str(store), c, *chunk_rows(c, chunk, n), src.subset(*chunk_rows(c, chunk, n)), size, None)
-                for c in todo]
-        jobs += [(str(store), c, *chunk_rows(c, chunk, n), src.take([chunk_rows(c, chunk, n)[0] + r for r in rows]),
-                  size, rows) for c, rows in sorted(changed.items())]
+        def job(c, rows):
+            lo, hi = chunk_rows(c, chunk, n)
+            source_rows = src.subset(lo, hi) if rows is None else src.take([lo + r for r in rows])
+            return str(store), c, lo, hi, source_rows, size, rows, digests[lo:hi]
+
+        jobs = [job(c, None) for c in todo] + [job(c, rows) for c, rows in sorted(changed.items())]
         n_todo = sum(chunk_rows(c, chunk, n)[1] - chunk_rows(c, chunk, n)[0] for c in todo) + \
             sum(len(r) for r in changed.values())
         t0 = time.time()
@@ -408,10 +465,7 @@ def build_image_cache(
                    smoothing=0.1)
 
         def finished(result: tuple[int, int]) -> None:
-            c, count = result
-            lo, hi = chunk_rows(c, chunk, n)
-            group["digests"][lo:hi] = digests[lo:hi]  # after the chunk is done: a kill before redoes its rows
-            bar.update(count)
+            bar.update(result[1])
 
         workers = max(1, min(int(workers), len(jobs), n_todo // MIN_IMAGES_PER_WORKER))
         if workers == 1:
@@ -437,6 +491,7 @@ def build_image_cache(
     missing = missing_chunks(store, n, chunk)
     if missing:
         raise RuntimeError(f"{store}: chunks {missing[:10]} were not written; rerun the image_cache rule")
+    fsync_dir(done_dir(store))  # the markers the manifest vouches for reach the disk before it does
     rate = round(n_todo / elapsed, 1) if n_todo and elapsed > 0 else None
     log.info("cached %d images in %.1f s (%s images/s, %d workers)", n_todo, elapsed, rate, workers)
     info = {**spec, "store": str(store), "cached_images": n_todo, "workers": workers, "seconds": round(elapsed, 2),

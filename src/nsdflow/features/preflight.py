@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from .backbones import BackboneError, build_backbone
-from .pooling import PoolingError, check_pool, pool_output
+from .pooling import PoolingError, check_pool, grid_shape, pool_output
 
 
 def check_backbone(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +61,8 @@ def check_backbone(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                                 f"of shape {tuple(out.tensor.shape[1:])})") from None
         report[layer] = {"pool": cfg["pool"], "layout": out.layout, "shape": list(out.tensor.shape[1:]),
                          "width": int(pooled.shape[1])}
+        if cfg["pool"] == "grid":
+            report[layer]["grid"] = grid_shape(out.tensor.shape[1:], out.layout, out.prefix)
     return {
         "backbone": name,
         "kind": spec.get("kind"),

@@ -53,24 +53,35 @@ def cmd_fit(a) -> None:
     from .backend import set_threads
 
     set_threads(a.threads)
-    from .fit import fit_unit
+    from .fit import fit_job
 
-    fit_unit(a.spec["class"], a.spec.get("params", {}), a.design, a.data, a.subject, a.hemi, a.regions, a.region,
-             a.out, backend=a.backend, targets=a.targets)
+    fit_job(a.spec, a.out, a.data, a.subject, a.hemi, a.region, a.regions, a.summary, a.split, design=a.design,
+            stores=pairs(a.store), targets=a.targets, pretrained=pairs(a.pretrained), checkpoints=a.checkpoints,
+            backend=a.backend, key=a.key)
+
+
+def cmd_pretrain(a) -> None:
+    from .backend import set_threads
+
+    set_threads(a.threads)
+    from .pretrain import pretrain_run
+
+    pretrain_run(a.spec, a.run, pairs(a.designs), a.data, pairs(a.summaries), pairs(a.splits), a.out,
+                 checkpoint=a.checkpoint, backend=a.backend, key=a.key)
 
 
 def cmd_merge(a) -> None:
     from ..io import read_json
     from .merge import merge_predictions
 
-    merge_predictions(a.fits, read_json(a.summary)["n_vertices"][a.hemi], a.out)
+    merge_predictions(a.fits, read_json(a.summary)["n_vertices"][a.hemi], a.out, hemi=a.hemi)
 
 
 def cmd_ensemble(a) -> None:
     from .ensembles import build_ensemble
 
     build_ensemble(a.name, a.method, pairs(a.members), a.data, a.subject, a.hemi, a.regions, a.split, a.out,
-                   a.selection)
+                   a.selection, select_on=a.select_on, tau=a.tau)
 
 
 def cmd_selection(a) -> None:
@@ -110,10 +121,11 @@ def register(add) -> None:
     s.add_argument("--region-names", type=json_arg, required=True, help="every region of the plan, as JSON")
     s.add_argument("--outdir", required=True)
 
-    s = add("pca", cmd_pca, "a feature set's PCA for one subject, streamed from the feature stores")
+    s = add("pca", cmd_pca, "a feature set's PCA for one subject (or, pca.scope all, every subject), streamed "
+            "from the feature stores")
     s.add_argument("--featureset", type=json_arg, required=True, help="the feature set's spec as JSON")
-    s.add_argument("--summary", required=True)
-    s.add_argument("--split", required=True)
+    s.add_argument("--summary", nargs="+", required=True, help="the subject's summary (every subject's: scope all)")
+    s.add_argument("--split", nargs="+", required=True, help="the subject's split (every subject's, in that order)")
     s.add_argument("--store", nargs="+", required=True, help="BACKBONE=STORE for each backbone used")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
@@ -129,18 +141,39 @@ def register(add) -> None:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
 
-    s = add("fit", cmd_fit, "fit one region (or every region: --region hemisphere) of one hemisphere")
-    s.add_argument("--spec", type=json_arg, required=True, help='{"readout": name, "class": "module:Class", "params": {...}} as JSON')
-    s.add_argument("--design", required=True)
+    s = add("fit", cmd_fit, "fit a readout on one region, one hemisphere (--region hemisphere) or both "
+            "hemispheres of a subject (--hemi both --region subject)")
+    s.add_argument("--spec", type=json_arg, required=True,
+                   help='{"readout": name, "class": "module:Class", "params": {...}, "cv_folds": K} as JSON')
     s.add_argument("--data", required=True, help="data root holding subjXX/ folders")
     s.add_argument("--subject", required=True)
-    s.add_argument("--hemi", required=True, choices=["lh", "rh"])
-    s.add_argument("--regions", required=True)
-    s.add_argument("--region", required=True, help="a region name, or hemisphere for all regions")
+    s.add_argument("--hemi", required=True, choices=["lh", "rh", "both"])
+    s.add_argument("--region", required=True, help="a region name, hemisphere, or subject (with --hemi both)")
+    s.add_argument("--regions", nargs="+", required=True, help="the region table of each hemisphere (lh first)")
+    s.add_argument("--summary", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--design", default=None, help="the cached design, for the readouts that fit from one")
+    s.add_argument("--store", nargs="*", default=[], help="BACKBONE=STORE, for the readouts that read feature maps")
     s.add_argument("--targets", default=None, help="the region's fMRI from `nsdflow targets` (default: read the data)")
+    s.add_argument("--pretrained", nargs="*", default=[], help="RUN=STATE of `nsdflow pretrain`, for each run")
+    s.add_argument("--checkpoints", default=None, help="folder for the runs' resumable state (trained readouts)")
+    s.add_argument("--key", default="", help="the job's rerun key: a checkpoint of another key is not resumed")
     s.add_argument("--backend", default="numpy", help="auto, numpy, torch or torch_cuda")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
+
+    s = add("pretrain", cmd_pretrain, "pretrain a readout on every subject for one run (the bottleneck network)")
+    s.add_argument("--spec", type=json_arg, required=True, help="the model's fit spec, as JSON")
+    s.add_argument("--run", required=True, help="val, test or k<i> (see nsdflow.readouts.folds)")
+    s.add_argument("--designs", nargs="+", required=True, help="SUBJECT=DESIGN for every subject")
+    s.add_argument("--data", required=True, help="data root holding subjXX/ folders")
+    s.add_argument("--summaries", nargs="+", required=True, help="SUBJECT=SUMMARY for every subject")
+    s.add_argument("--splits", nargs="+", required=True, help="SUBJECT=SPLIT for every subject")
+    s.add_argument("--checkpoint", default=None, help="the pretraining's resumable state")
+    s.add_argument("--key", default="")
+    s.add_argument("--backend", default="numpy", help="auto, numpy, torch or torch_cuda")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--out", required=True, help="the pretrained network (a torch state dict)")
 
     s = add("merge", cmd_merge, "merge a model's fits into full-hemisphere predictions")
     s.add_argument("--summary", required=True)
@@ -148,9 +181,11 @@ def register(add) -> None:
     s.add_argument("--fits", nargs="+", required=True)
     s.add_argument("--out", required=True)
 
-    s = add("ensemble", cmd_ensemble, "combine models per region (best, mean or weighted on the validation split)")
+    s = add("ensemble", cmd_ensemble, "combine models per region (best, mean, weighted) or per vertex (softmax)")
     s.add_argument("--name", required=True)
     s.add_argument("--method", required=True)
+    s.add_argument("--select-on", default="oof", help="oof (fit images' out-of-fold predictions) or val")
+    s.add_argument("--tau", type=float, default=0.025, help="softmax: temperature of the per-vertex weights")
     s.add_argument("--members", nargs="+", required=True, help="MODEL=MERGED_NPZ for each member")
     s.add_argument("--data", required=True, help="data root holding subjXX/ folders")
     s.add_argument("--subject", required=True)

@@ -92,9 +92,12 @@ def build_design_file(
     if spec.get("pca"):
         if pca_path is None:
             raise ValueError("this feature set has a PCA: pass its output (--pca)")
-        from .featuresets import pca_folds
+        from .featuresets import pca_folds, shared_pca_folds
 
-        folds = pca_folds(open_npz(pca_path))
+        if spec["pca"].get("scope") == "all":
+            folds = shared_pca_folds(open_npz(pca_path), spec, summary, split, stores)
+        else:
+            folds = pca_folds(open_npz(pca_path))
     else:
         from .featuresets import load_folds
 

@@ -44,6 +44,8 @@ def featureset_spec(features: list[str], standardize: bool, pca: dict[str, Any] 
     spec_pca = None
     if pca:
         spec_pca = {"n_components": int(pca.get("n_components", 100)), "batch_size": int(pca.get("batch_size", 300))}
+        if pca.get("scope", "subject") == "all":
+            spec_pca["scope"] = "all"
     return {"features": list(features), "standardize": bool(standardize), "pca": spec_pca}
 
 
@@ -55,6 +57,8 @@ def featureset_id(spec: dict[str, Any], max_len: int = 80) -> str:
         name += "-raw"
     if spec.get("pca"):
         name += f"-pca{spec['pca']['n_components']}b{spec['pca']['batch_size']}"
+        if spec["pca"].get("scope") == "all":
+            name += "-shared"
     name = _SAFE.sub("_", name)
     if len(name) > max_len:
         import json
@@ -154,6 +158,49 @@ def _streamed_stats(reader: FeatureReader, nsd_ids, rows: np.ndarray, batch_size
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
+def _fit_ipca(reader: FeatureReader, ids: np.ndarray, spec: dict[str, Any], label: str, progress: bool):
+    """Column statistics (if ``standardize``) and an ``IncrementalPCA`` fitted on the images ``ids``,
+    in batches of ``batch_size`` (a last batch smaller than ``n_components`` joins the one before,
+    as partial_fit requires). Returns ``((mean, scale) or None, ipca)``."""
+    from sklearn.decomposition import IncrementalPCA
+    from tqdm import tqdm
+
+    n_components, batch_size = spec["pca"]["n_components"], spec["pca"]["batch_size"]
+    if n_components > len(ids):
+        raise ValueError(f"pca.n_components = {n_components} but {label} has only {len(ids)} fit images; "
+                         "lower models.<name>.pca.n_components")
+    if n_components > batch_size:
+        raise ValueError(f"pca.batch_size = {batch_size} is below pca.n_components = {n_components}; "
+                         "IncrementalPCA needs batches of at least n_components images")
+    rows = np.arange(len(ids))
+    stats = _streamed_stats(reader, ids, rows, batch_size) if spec["standardize"] else None
+    ipca = IncrementalPCA(n_components=n_components, batch_size=batch_size)
+    for b in tqdm(batch_bounds(len(ids), batch_size, min_last=n_components), desc=f"pca {label}: fit", unit="batch",
+                  disable=not progress, mininterval=2):
+        X = reader.read(ids[b])
+        if X.shape[1] < n_components:
+            raise ValueError(f"pca.n_components = {n_components} exceeds the feature set's {X.shape[1]} columns")
+        ipca.partial_fit((X - stats[0]) / stats[1] if stats is not None else X)
+    log.info("pca %s: %d components explain %.1f %% of the variance of %d fit images", label, n_components,
+             100 * float(ipca.explained_variance_ratio_.sum()), len(ids))
+    return stats, ipca
+
+
+def _transform(reader: FeatureReader, ids: np.ndarray, stats, components: np.ndarray, pca_mean: np.ndarray,
+               batch_size: int, label: str, progress: bool) -> np.ndarray:
+    """The images ``ids`` projected on a PCA (``IncrementalPCA.transform``: no whitening), in batches."""
+    from tqdm import tqdm
+
+    Z = np.empty((len(ids), len(components)), dtype=np.float32)
+    for b in tqdm(batch_bounds(len(ids), batch_size), desc=f"pca: transform {label}", unit="batch",
+                  disable=not progress, mininterval=2):
+        X = reader.read(ids[b])
+        if stats is not None:
+            X = (X - stats[0]) / stats[1]
+        Z[b] = (X - pca_mean) @ components.T
+    return Z
+
+
 def fit_pca(
     spec: dict[str, Any],
     summary: dict,
@@ -165,52 +212,69 @@ def fit_pca(
 
     Per fold: (if ``standardize``) one pass for the column means and scales; one pass of
     ``IncrementalPCA(n_components).partial_fit`` over consecutive batches of ``batch_size`` fit
-    rows, in row order (a last batch smaller than ``n_components`` joins the one before, as
-    partial_fit requires); then one pass transforming every training and test row.
+    rows, in row order; then one pass transforming every training and test row.
 
     Returns ``{"<fold>.X_fit", "<fold>.X_pred", "<fold>.explained_variance_ratio"}`` (float32).
     """
-    from sklearn.decomposition import IncrementalPCA
-    from tqdm import tqdm
-
     t0 = time.time()
-    n_components, batch_size = spec["pca"]["n_components"], spec["pca"]["batch_size"]
     reader = FeatureReader(spec["features"], stores)
     train_ids, test_ids = np.asarray(summary["train_nsd_ids"]), np.asarray(summary["test_nsd_ids"])
     rows = fold_rows(split, len(train_ids))
     val_rows = np.asarray(split["val"], dtype=np.int64)
     out: dict[str, np.ndarray] = {}
     for fold in FOLDS:
-        fit = rows[fold]
-        if n_components > len(fit):
-            raise ValueError(f"pca.n_components = {n_components} but fold {fold!r} has only {len(fit)} fit images; "
-                             "lower models.<name>.pca.n_components")
-        if n_components > batch_size:
-            raise ValueError(f"pca.batch_size = {batch_size} is below pca.n_components = {n_components}; "
-                             "IncrementalPCA needs batches of at least n_components images")
-        stats = _streamed_stats(reader, train_ids, fit, batch_size) if spec["standardize"] else None
-
-        def prepared(X):
-            return (X - stats[0]) / stats[1] if stats is not None else X
-
-        ipca = IncrementalPCA(n_components=n_components, batch_size=batch_size)
-        bounds = batch_bounds(len(fit), batch_size, min_last=n_components)
-        for b in tqdm(bounds, desc=f"pca {fold}: fit", unit="batch", disable=not progress, mininterval=2):
-            X = reader.read(train_ids[fit[b]])
-            if X.shape[1] < n_components:
-                raise ValueError(f"pca.n_components = {n_components} exceeds the feature set's {X.shape[1]} columns")
-            ipca.partial_fit(prepared(X))
+        stats, ipca = _fit_ipca(reader, train_ids[rows[fold]], spec, f"fold {fold!r}", progress)
         pred_ids = train_ids[val_rows] if fold == "val" else test_ids
-        for key, ids in (("X_fit", train_ids[fit]), ("X_pred", pred_ids)):
-            Z = np.empty((len(ids), n_components), dtype=np.float32)
-            for b in tqdm(batch_bounds(len(ids), batch_size), desc=f"pca {fold}: transform {key}", unit="batch",
-                          disable=not progress, mininterval=2):
-                Z[b] = ipca.transform(prepared(reader.read(ids[b])))
-            out[f"{fold}.{key}"] = Z
+        for key, ids in (("X_fit", train_ids[rows[fold]]), ("X_pred", pred_ids)):
+            out[f"{fold}.{key}"] = _transform(reader, ids, stats, ipca.components_.astype(np.float32),
+                                              ipca.mean_.astype(np.float32), spec["pca"]["batch_size"],
+                                              f"{fold} {key}", progress)
         out[f"{fold}.explained_variance_ratio"] = ipca.explained_variance_ratio_.astype(np.float32)
-        log.info("pca %s: %d components explain %.1f %% of the variance of %d fit images", fold, n_components,
-                 100 * float(ipca.explained_variance_ratio_.sum()), len(fit))
     log.info("pca done in %.1f s", time.time() - t0)
+    return out
+
+
+def shared_fit_ids(summaries: dict[str, dict], splits: dict[str, dict]) -> dict[str, np.ndarray]:
+    """The images a PCA shared by every subject (``pca.scope: all``) is fitted on, per fold: ``val``,
+    every subject's training images but any subject's validation images (a shared image is left
+    out everywhere if one subject holds it out); ``test``, every subject's training images."""
+    train = np.unique(np.concatenate([s["train_nsd_ids"] for s in summaries.values()]))
+    held = np.unique(np.concatenate([np.asarray(s["train_nsd_ids"])[np.asarray(splits[k]["val"], dtype=np.int64)]
+                                     for k, s in summaries.items()]))
+    return {"val": np.setdiff1d(train, held), "test": train}
+
+
+def fit_pca_shared(spec: dict[str, Any], summaries: dict[str, dict], splits: dict[str, dict],
+                   stores: dict[str, str | Path], progress: bool = True) -> dict[str, np.ndarray]:
+    """A feature set's PCA fitted once on the images of every subject, per fold (:func:`shared_fit_ids`):
+    ``<fold>.components``, ``<fold>.pca_mean``, the standardisation's ``<fold>.mean`` and ``<fold>.scale``
+    (when ``standardize``) and ``<fold>.explained_variance_ratio``. Each subject's design projects its
+    own images on it (:func:`shared_pca_folds`)."""
+    reader = FeatureReader(spec["features"], stores)
+    out: dict[str, np.ndarray] = {}
+    for fold, ids in shared_fit_ids(summaries, splits).items():
+        stats, ipca = _fit_ipca(reader, ids, spec, f"all subjects, fold {fold!r}", progress)
+        out[f"{fold}.components"] = ipca.components_.astype(np.float32)
+        out[f"{fold}.pca_mean"] = ipca.mean_.astype(np.float32)
+        out[f"{fold}.explained_variance_ratio"] = ipca.explained_variance_ratio_.astype(np.float32)
+        if stats is not None:
+            out[f"{fold}.mean"], out[f"{fold}.scale"] = stats
+    return out
+
+
+def shared_pca_folds(arrays: dict[str, np.ndarray], spec: dict[str, Any], summary: dict, split: dict,
+                     stores: dict[str, str | Path], progress: bool = True) -> dict[str, tuple]:
+    """``{fold: (X_fit, X_pred)}`` of one subject, its images projected on the shared PCA."""
+    reader = FeatureReader(spec["features"], stores)
+    train_ids, test_ids = np.asarray(summary["train_nsd_ids"]), np.asarray(summary["test_nsd_ids"])
+    rows = fold_rows(split, len(train_ids))
+    pred = {"val": train_ids[np.asarray(split["val"], dtype=np.int64)], "test": test_ids}
+    out = {}
+    for fold in FOLDS:
+        stats = (arrays[f"{fold}.mean"], arrays[f"{fold}.scale"]) if f"{fold}.mean" in arrays else None
+        components, mean = np.asarray(arrays[f"{fold}.components"]), np.asarray(arrays[f"{fold}.pca_mean"])
+        out[fold] = tuple(_transform(reader, ids, stats, components, mean, spec["pca"]["batch_size"], f"{fold} {k}",
+                                     progress) for k, ids in (("X_fit", train_ids[rows[fold]]), ("X_pred", pred[fold])))
     return out
 
 
@@ -220,12 +284,18 @@ def pca_folds(arrays: dict[str, np.ndarray]) -> dict[str, tuple]:
             for fold in FOLDS}
 
 
-def build_pca(spec: dict[str, Any], summary_path, split_path, stores: dict[str, str | Path], out) -> None:
-    """The PCA of a feature set for one subject's two folds (see :func:`.featuresets.fit_pca`)."""
-    from .featuresets import fit_pca
-
-    summary, split = read_json(summary_path), read_json(split_path)
-    arrays = fit_pca(spec, summary, split, stores)
-    arrays["fit_rows"] = np.asarray(split["fit"])
-    arrays["val_rows"] = np.asarray(split["val"])
+def build_pca(spec: dict[str, Any], summary_paths: list[str], split_paths: list[str], stores: dict[str, str | Path],
+              out) -> None:
+    """The PCA of a feature set: one subject's two folds (:func:`fit_pca`), or with ``pca.scope: all``
+    one PCA over every subject given (:func:`fit_pca_shared`)."""
+    summaries = [read_json(p) for p in summary_paths]
+    splits = [read_json(p) for p in split_paths]
+    if spec["pca"].get("scope") == "all":
+        arrays = fit_pca_shared(spec, {s["subject"]: s for s in summaries},
+                                {s["subject"]: sp for s, sp in zip(summaries, splits)}, stores)
+    else:
+        (summary,), (split,) = summaries, splits
+        arrays = fit_pca(spec, summary, split, stores)
+        arrays["fit_rows"] = np.asarray(split["fit"])
+        arrays["val_rows"] = np.asarray(split["val"])
     save_npz(out, **arrays)

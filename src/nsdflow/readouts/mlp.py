@@ -27,6 +27,7 @@ class TorchLinearReadout(Readout):
     default_standardize = True
     default_fit_jobs = "hemisphere"  # one torch import per hemisphere, one model per region inside
     separable = False
+    trained = True
     params = {
         "lr": Param(1e-4, "AdamW learning rate", number(0, exclusive=True)),
         "epochs": Param(30, "training epochs", number(1, integer=True)),
@@ -49,6 +50,7 @@ class MlpReadout(Readout):
     default_standardize = True
     default_fit_jobs = "hemisphere"
     separable = False
+    trained = True
     params = {
         "hidden": Param([512], "units of each hidden block (Linear, BatchNorm1d, LeakyReLU, dropout)", hidden_sizes),
         "dropout": Param(0.1, "dropout after each block's activation (0: none)", number(0)),

@@ -58,6 +58,13 @@ def hidden_sizes(v):
     return None
 
 
+def rate(v):
+    """A dropout rate or a decay: a number in [0, 1)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        return "must be a number in [0, 1)"
+    return None
+
+
 def fraction(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
         return "must be a number between 0 and 1 (exclusive)"
@@ -70,8 +77,10 @@ class Readout:
     name: str = ""
     design: str = ""  # which design kind it fits from (see .designs)
     default_standardize: bool = True  # standardise the feature set's columns unless the model says otherwise
-    default_fit_jobs: str = "region"  # "region" or "hemisphere" jobs
+    default_fit_jobs: str = "region"  # "region", "hemisphere" or "subject" (both hemispheres) jobs
+    fit_jobs: tuple[str, ...] = ("region", "hemisphere")  # the units it can fit
     separable: bool = False  # a fit on several regions equals the fits of each (one alpha per target)
+    trained: bool = False  # trained by gradient steps: takes cv_folds, checkpoints its runs
     params: dict[str, Param] = {}
 
     def fit_predict(self, prepared: dict[str, np.ndarray], Y_fit: np.ndarray, params: dict[str, Any],
@@ -79,6 +88,13 @@ class Readout:
         """Fit on ``Y_fit`` (``rows``: the rows of it that the design's fit rows are; default all) and
         predict the design's prediction rows: ``(predictions, per-target info)``."""
         raise NotImplementedError
+
+    def fit(self, data) -> dict[str, dict[str, np.ndarray]]:
+        """Fit one job's runs (:class:`~nsdflow.readouts.fit.FitData`): per hemisphere, ``val_pred``,
+        ``test_pred`` and any per-vertex arrays. Design readouts fit through :meth:`fit_predict`."""
+        from .fit import fit_design
+
+        return fit_design(self, data)
 
     def normalize(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults filled in and every value checked; ValueError names the parameter."""
@@ -95,6 +111,10 @@ class Readout:
                 raise ValueError(f"{key}: {problem} (got {value!r})")
             out[key] = value
         return out
+
+    def pretrains(self, params) -> bool:
+        """Whether a fit starts from a network pretrained on every subject (rule pretrain)."""
+        return False
 
     def design_params(self, params):
         return {"decomposition": "auto", "n_folds": None} if self.design == "decomposition" else {}

@@ -16,6 +16,9 @@ READOUTS: dict[str, str] = {
     "pca_linear": "nsdflow.readouts.linear:PcaLinearReadout",
     "torch_linear": "nsdflow.readouts.mlp:TorchLinearReadout",
     "mlp": "nsdflow.readouts.mlp:MlpReadout",
+    "transformer": "nsdflow.readouts.transformer:TransformerReadout",
+    "gaussian": "nsdflow.readouts.gaussian:GaussianReadout",
+    "bottleneck": "nsdflow.readouts.bottleneck:BottleneckReadout",
 }
 
 

@@ -1,9 +1,10 @@
 """One training loop for every trained readout: epochs of minibatches, the best epoch on an inner
 split, gradient clipping, mixed precision on a GPU, and atomic checkpoints a killed job resumes from.
 
-The readouts (the torch linear layer and MLP, the transformer decoder, the bottleneck network,
+The readouts trained per subject or hemisphere (the transformer decoder, the bottleneck network,
 the Gaussian readout) differ in their model, loss and data; what they share is here, so that a
-fix to resuming or early stopping reaches all of them::
+fix to resuming or early stopping reaches all of them (the per-region torch linear layer and MLP,
+seconds each, have their own loop in :mod:`.torch_models` and keep no checkpoints)::
 
     result = train_epochs(model, optimizer, step, batches, epochs=20, inner_loss=evaluate,
                           checkpoint="results/.../ckpt.pt", key=spec_hash, clip=0.1, device=dev)

@@ -1,5 +1,5 @@
 """The report stage's commands (rules scores_page, plot_roi_bars, plot_models, plot_brain_map,
-provenance): what ``snakemake --report`` gathers beside the tables."""
+plot_attention, provenance): what ``snakemake --report`` gathers beside the tables."""
 
 from __future__ import annotations
 
@@ -45,6 +45,24 @@ def cmd_plot_brain_map(a) -> None:
           f"colour scale {info['vmin']:g} to {info['vmax']:g} -> {a.out}")
 
 
+def cmd_plot_attention(a) -> None:
+    from ..io import load_npz, save_table
+    from .attention import attention_figure, test_images
+
+    fit: dict = {}
+    for path in a.fits:  # one file for both hemispheres, or one per hemisphere
+        fit.update({k: v for k, v in load_npz(path).items() if ".attention" in k})
+    hemis = [h for h in ("lh", "rh") if f"{h}.attention" in fit]
+    if not hemis:
+        raise ValueError(f"{', '.join(a.fits)}: no attention maps (a transformer readout with ROI queries keeps them)")
+    positions = sorted({int(i) for h in hemis for i in fit[f"{h}.attention_images"]})
+    table = attention_figure(fit, test_images(a.data, a.subject, positions), a.out, f"{a.model} {a.subject}", hemis)
+    table.insert(0, "subject", a.subject)
+    table.insert(0, "model", a.model)
+    save_table(table, a.csv)
+    print(table.to_string(index=False, float_format=lambda x: f"{x:+.2f}"))
+
+
 def cmd_provenance(a) -> None:
     from ..io import atomic_write_json, atomic_write_text, read_json
     from .provenance import collect_provenance, features_html, provenance_html
@@ -88,6 +106,14 @@ def register(add) -> None:
     s.add_argument("--outline", type=json_arg, default=None,
                    help="ROI classes to outline, as JSON (default: retinotopic and category ROIs)")
     s.add_argument("--out", required=True, help="the PNG; the SVG is written beside it")
+
+    s = add("plot-attention", cmd_plot_attention, "where a transformer model's queries look, on a few test images")
+    s.add_argument("--fits", nargs="+", required=True, help="the model's fit .npz of the subject (both hemispheres)")
+    s.add_argument("--data", required=True, help="data root (the test images drawn under the maps)")
+    s.add_argument("--subject", required=True)
+    s.add_argument("--model", required=True, help="the model's name, for the title")
+    s.add_argument("--out", required=True, help="the PNG; the SVG is written beside it")
+    s.add_argument("--csv", required=True, help="the table of each query's centre of attention")
 
     s = add("provenance", cmd_provenance, "record how the results were made: config, backbones, packages, git")
     s.add_argument("--config", type=json_arg, required=True, help="the run's config, as JSON")
