@@ -120,8 +120,9 @@ def setup(work: Path, n_subjects: int, n_features: int, fit_jobs: str, threads: 
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     (work / "results/data").mkdir(parents=True, exist_ok=True)
     for subject in subjects:
-        subprocess.run([sys.executable, "-m", "nsdflow.cli", "-q", "validate-data", str(root), "--subject", subject,
-                        "--no-finite-check", "--json", str(work / f"results/data/{subject}.json")], check=True, env=env)
+        subprocess.run([sys.executable, "-m", "nsdflow.cli", "-q", "validate-data", "--data", str(root), "--subject",
+                        subject, "--no-finite-check", "--out", str(work / f"results/data/{subject}.json")], check=True,
+                       env=env)
     all_ids = np.unique(np.concatenate([np.concatenate([d["train"], d["test"]]) for d in ids.values()]))
     feats = np.random.default_rng(1).standard_normal((all_ids.size, n_features), dtype=np.float32)
     write_feature_store(work / "results/features/clip.zarr", all_ids, {"image": feats}, chunk=256, dtype="float16",
@@ -159,7 +160,7 @@ def main() -> None:
               flush=True)
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
                "--configfile", str(work / "config.yaml"), "--cores", str(a.cores), "--scheduler", "greedy",
-               "--allowed-rules", "split", "regions", "targets", "design", "fit", "merge", "--", *targets]
+               "--allowed-rules", "changes", "split", "regions", "targets", "design", "fit", "merge", "--", *targets]
         env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                    PYTHONPATH=str(REPO / "src"))
         t0 = time.perf_counter()
