@@ -87,6 +87,7 @@ class Dag:
         self.digests = digests if digests is not None else DigestCache(None)
         self._keys: dict[tuple, str] = {}
         self._listings: dict[str, dict[str, list[str]]] = {}
+        self._data: dict[tuple, str] = {}
         self._feature_keys: dict[tuple[str, str], str] = {}
         self._prefetched = False
 
@@ -178,11 +179,15 @@ class Dag:
         role is the demo's key: the demo's data is a function of its config and code."""
         if self.plan.demo and role not in ("weights", "hdf5"):
             return self.key("demo")
-        if role == "images":
-            return combine(self._listing(subject))
-        files = self._files(role, subject, hemi)
-        self._prefetch()
-        return combine([(os.path.basename(f), self.digests.digest(f)) for f in files])
+        memo = (role, subject, hemi)
+        if memo not in self._data:  # a subject's pixels are 10,000 files, asked for by every job reading them
+            if role == "images":
+                self._data[memo] = combine(self._listing(subject))
+            else:
+                files = self._files(role, subject, hemi)
+                self._prefetch()
+                self._data[memo] = combine([(os.path.basename(f), self.digests.digest(f)) for f in files])
+        return self._data[memo]
 
     def _listing(self, subject: str) -> dict[str, list[str]]:
         """The image file names of a subject, per split (the images' identity and order)."""
@@ -209,7 +214,8 @@ class Dag:
         p = SubjectPaths(self.plan.data_root, subject)
         if role == "pixels":
             listing = self._listing(subject)
-            return [str(p.images_dir(split) / name) for split in SPLITS for name in listing[split]]
+            return [os.path.join(folder, name) for split in SPLITS
+                    for folder in [str(p.images_dir(split))] for name in listing[split]]
         if role == "fmri":
             return [str(p.fmri(hemi))]
         if role == "rois":
@@ -234,9 +240,11 @@ class Dag:
         files += [f for s in self.plan.subjects for f in self._files("pixels", s, None)]
         files += [f for b in self.plan.backbones for f in self._files("weights", b, None)]
         files += self._files("hdf5", None, None)
-        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            list(pool.map(self.digests.digest, dict.fromkeys(files)))
-        self.digests.save()
+        stale = [f for f in dict.fromkeys(files) if not self.digests.fresh(f)]  # a thread per file costs too
+        if stale:
+            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+                list(pool.map(self.digests.digest, stale))
+            self.digests.save()
 
     def subject_data(self, subject: str) -> list[str]:
         """Every role of a subject's data (what its validation reads)."""

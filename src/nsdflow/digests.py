@@ -48,6 +48,15 @@ class DigestCache:
             except (OSError, ValueError):  # a damaged cache is rebuilt, never trusted
                 self._entries = {}
 
+    def fresh(self, path: str | Path) -> bool:
+        """Whether ``path``'s digest is cached for its current size and modification time (or it is missing)."""
+        try:
+            st = os.stat(os.path.abspath(path))
+        except FileNotFoundError:
+            return True
+        entry = self._entries.get(os.path.abspath(path))
+        return entry is not None and entry[:2] == [st.st_size, st.st_mtime_ns]
+
     def digest(self, path: str | Path) -> str:
         path = os.path.abspath(path)
         try:
