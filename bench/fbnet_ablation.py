@@ -4,8 +4,9 @@ ideas, then without each one (``leak``, ``racing``, ``pretrain``), beside ridge 
 The repository of the paper (HMUNACHI/FBNET) reports, on NSD with CLIP features: 41.4 for the
 baseline, 46.3 for FBNET, 45.5 without the leak, 44.9 without pretraining. This bench runs the
 same switches on the demo dataset (2 subjects, 300 training and 50 test images each, random-weight
-AlexNet's features.12, PCA 64 shared by the subjects), with several seeds, and prints the test
-challenge score of each variant (mean and spread over seeds) with the ridge baseline::
+AlexNet's features.12, PCA 64 shared by the subjects), with several seeds, and prints the
+validation and test challenge scores of each variant (mean and spread over seeds) with the ridge
+baseline::
 
     python bench/fbnet_ablation.py                     # 3 seeds, ~4 minutes on 2 cores
     python bench/fbnet_ablation.py --seeds 5 --workdir /tmp/fbnet   # keep the run folder
@@ -64,22 +65,22 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config(a.seeds), sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-           "--cores", str(a.cores), "--quiet", "rules", "results/scores/leaderboard.csv"]
+           "--cores", str(a.cores), "results/scores/leaderboard.csv"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
         raise SystemExit(f"snakemake failed:\n{proc.stderr[-4000:]}")
     board = pd.read_csv(work / "results/scores/leaderboard.csv")
-    test = board[board["split"] == "test"].set_index("model")["challenge_score"]
-    rows = [{"variant": "ridge (same features)", "seeds": 1, "test score": f"{test['ridge']:.2f}", "spread": ""}]
+    score = {split: board[board["split"] == split].set_index("model")["challenge_score"] for split in ("val", "test")}
+    print("| variant | seeds | validation score | spread | test score | spread |\n|---|---|---|---|---|---|")
+    print(f"| ridge (same features) | 1 | {score['val']['ridge']:.2f} | | {score['test']['ridge']:.2f} | |")
     for name in VARIANTS:
-        scores = test[[f"{name}.s{s}" for s in range(a.seeds)]]
-        rows.append({"variant": name, "seeds": a.seeds, "test score": f"{scores.mean():.2f}",
-                     "spread": f"{scores.min():.2f}-{scores.max():.2f}"})
-    print("| variant | seeds | test score | spread |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['seeds']} | {r['test score']} | {r['spread']} |")
+        cells = []
+        for split in ("val", "test"):
+            s = score[split][[f"{name}.s{k}" for k in range(a.seeds)]]
+            cells += [f"{s.mean():.2f}", f"{s.min():.2f}-{s.max():.2f}"]
+        print(f"| {name} | {a.seeds} | {' | '.join(cells)} |")
     print(f"\n{time.perf_counter() - t0:.0f} s in all (demo data, extraction and fits), in {work}")
     if not a.workdir:
         shutil.rmtree(work)
