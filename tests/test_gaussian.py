@@ -141,7 +141,8 @@ def test_the_hidden_stage_starts_at_zero_and_trains():
     with torch.no_grad():
         assert torch.equal(plain(X), hidden(X))
     src = [ArraySource(m) for m in maps]
-    pred, info = G.fit_predict(src, np.arange(80), Y[:80], np.arange(80, 120), {"positions": 7, "hidden": 3})
+    pred, info = G.fit_predict(src, np.arange(80), Y[:80], np.arange(80, 120), {"positions": 7, "hidden": 3,
+                                                                             "inner_val_fraction": 0.25})
     assert info["kept"] == "trained" and _r(pred, signal[80:]).mean() > 0.9
 
 
@@ -184,3 +185,11 @@ def test_parameters_and_inputs_are_checked():
         G.fit_predict(src, np.arange(8), np.zeros((7, 3)), np.arange(8, 10))
     with pytest.raises(ValueError, match="pred_rows"):
         G.fit_predict(src, np.arange(8), np.zeros((8, 3)), np.array([10]))
+
+
+def test_training_is_kept_only_when_it_beats_the_search_beyond_the_inner_split_noise():
+    rng = np.random.default_rng(0)
+    search = 1.0 + rng.normal(0, 0.3, 30)  # per inner image
+    assert not G._clearly_better(search - 0.005 + rng.normal(0, 0.05, 30), search)  # a lucky epoch
+    assert G._clearly_better(search - 0.1 + rng.normal(0, 0.05, 30), search)
+    assert not G._clearly_better(search + 0.1, search)
