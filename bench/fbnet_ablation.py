@@ -8,7 +8,7 @@ AlexNet's features.12, PCA 64 shared by the subjects), with several seeds, and p
 validation and test challenge scores of each variant (mean and spread over seeds) with the ridge
 baseline::
 
-    python bench/fbnet_ablation.py                     # 3 seeds, ~4 minutes on 2 cores
+    python bench/fbnet_ablation.py                     # 3 seeds, 2-4 minutes on 2 cores
     python bench/fbnet_ablation.py --seeds 5 --workdir /tmp/fbnet   # keep the run folder
 
 The demo is small (240 fit images per subject): read differences under the seeds' spread as none.

@@ -61,3 +61,28 @@ def test_figure_is_written_with_its_svg(tmp_path):
     table = attention_figure(fit, pixels, tmp_path / "a.png", "demo")
     assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "a.svg").exists()
     assert isinstance(table, pd.DataFrame) and len(table) == 4
+
+
+def test_hemispheres_with_different_queries_share_columns_by_name(tmp_path):
+    fit = _fit({"lh": [(0, 0), (4, 6)], "rh": [(2, 3), (0, 6), (1, 1)]})
+    fit["rh.attention_queries"] = np.array(["rh:Q1", "rh:Q2", "rh:Q0"])  # other order, one query lh lacks
+    table = attention_figure(fit, {}, tmp_path / "a.png", "demo")
+    assert list(table["query"]) == ["Q0", "Q1", "Q1", "Q2", "Q0"]
+    assert (tmp_path / "a.png").is_file()
+
+
+def test_the_command_reads_hemisphere_fits_as_well_as_subject_fits(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from nsdflow.report import attention, commands
+
+    both = _fit({"lh": [(0, 0)], "rh": [(2, 3)]})
+    np.savez(tmp_path / "subject.npz", **both)
+    for h in ("lh", "rh"):  # a hemisphere job's file has no hemisphere prefix
+        np.savez(tmp_path / f"{h}.npz", **{k.split(".", 1)[1]: v for k, v in both.items() if k.startswith(h)})
+    monkeypatch.setattr(attention, "test_images", lambda root, subject, positions: {})
+    for fits, name in ((["subject.npz"], "s"), (["lh.npz", "rh.npz"], "h")):
+        a = SimpleNamespace(fits=[str(tmp_path / f) for f in fits], data="root", subject="subj01", model="m",
+                            out=str(tmp_path / f"{name}.png"), csv=str(tmp_path / f"{name}.csv"))
+        commands.cmd_plot_attention(a)
+    assert pd.read_csv(tmp_path / "s.csv").equals(pd.read_csv(tmp_path / "h.csv"))

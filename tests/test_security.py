@@ -549,7 +549,7 @@ def _hostile_config(tmp_path):
               "cache_dir": str(evil / "hf cache"), "layer": "features.5 $(touch PWNED)"}
     values["feature"] = f"a.l-e_x/{values['layer']}"
     alex = {"kind": "alexnet", "model": values["model"], "weights": {"init": "checkpoint", "path": values["checkpoint"]},
-            "chunk": 32, "layers": {"features.5": {"pool": "avg2"}, values["layer"]: {"pool": "mean"}}}
+            "chunk": 32, "layers": {"features.5": {"pool": "avg2"}, values["layer"]: {"pool": "grid"}}}
     clip = {**TINY["backbones"]["clip"], "weights": {"init": "random", "seed": 0, "tag": values["tag"],
                                                       "cache_dir": values["cache_dir"]}}
     config = {
@@ -561,7 +561,9 @@ def _hostile_config(tmp_path):
                    "pca.lin": {"readout": "pca_linear", "features": ["c_l.ip/image"],
                                "pca": {"n_components": 4, "batch_size": 8}},
                    "fb.n-et": {"readout": "bottleneck", "features": [values["feature"]],  # pretrain, shared PCA
-                               "pca": {"n_components": 4, "batch_size": 8, "scope": "all"}}},
+                               "pca": {"n_components": 4, "batch_size": 8, "scope": "all"}},
+                   "tr.a-n_s": {"readout": "transformer", "features": [values["feature"]],  # attention maps
+                                "params": {"queries": "floc-places"}}},
         "ensembles": {"en.s-1": {"models": ["m.1-a_b", "pca.lin"], "method": "weighted"}},
         "submission": {"model": "en.s-1"},
         "plots": {"brain_maps": {"cmap": "RdBu_r", "vmax": 0.5}},

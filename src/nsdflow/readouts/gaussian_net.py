@@ -486,8 +486,8 @@ def fit_predict(
     info : ``mu`` (V, 2) and ``sigma`` (V, 2) of the returned model (x, y; sigma 0 with
         ``init_only``), ``search_mu`` (V, 2), ``search_width`` (V,) (normalised units),
         ``search_alpha`` (V,), ``search_score`` (V,) (the search's leave-one-out R^2 estimate);
-        without ``init_only`` also ``kept`` ("trained", or "search" when no epoch beat the
-        search's model on the inner split), ``inner_loss_search`` and ``training`` (the
+        without ``init_only`` also ``kept`` ("trained", or "search" when the best epoch did not
+        beat the search's model on the inner split by two standard errors of the per-image differences), ``inner_loss_search`` and ``training`` (the
         :class:`~nsdflow.readouts.training.TrainResult` as a dict)
 
     The training rows of every level are read once and held on ``device`` (the search needs all
@@ -568,7 +568,7 @@ def fit_predict(
                           key=key, progress=progress, desc="gaussian readout")
     kept = "trained" if _clearly_better(inner_losses(), search_losses) else "search"
     if kept == "search":
-        # No epoch beat the search on the inner rows: the search again on every training image,
+        # No epoch beat the search clearly on the inner rows: the search again on every training image,
         # i.e. the init_only model (the inner rows were held out only to make that choice).
         del model, optimizer
         t1 = time.time()

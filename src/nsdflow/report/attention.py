@@ -85,7 +85,8 @@ def attention_figure(fit: dict[str, np.ndarray], images: dict[int, np.ndarray], 
     plt = _mpl()
     table = attention_table(fit, hemis)
     per_hemi = {h: hemisphere_attention(fit, h) for h in hemis}
-    names = per_hemi[hemis[0]][1]
+    # A column per query name of either hemisphere (an ROI absent from one hemisphere has no query there)
+    names = list(dict.fromkeys(n for h in hemis for n in per_hemi[h][1]))
     rows = [(h, i) for h in hemis for i in [*range(len(per_hemi[h][2])), -1]]  # -1: the mean over images
     vmax = max(float(m.max()) for m, _, _ in per_hemi.values()) or 1.0
     fig, axes = plt.subplots(len(rows), len(names), figsize=(1.35 * len(names) + 0.6, 1.35 * len(rows) + 0.6),
@@ -93,12 +94,19 @@ def attention_figure(fit: dict[str, np.ndarray], images: dict[int, np.ndarray], 
     for r, (h, i) in enumerate(rows):
         maps, qnames, positions = per_hemi[h]
         pixels = images.get(int(positions[i])) if i >= 0 else None
-        for q, name in enumerate(qnames):
-            ax = axes[r, q]
+        for c, name in enumerate(names):
+            ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
             for side in ax.spines.values():
                 side.set_visible(False)
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{h}\n{'mean' if i < 0 else f'test {positions[i]}'}", fontsize=8)
+            if name not in qnames:
+                continue  # no such query in this hemisphere: an empty cell
+            q = qnames.index(name)
             extent = (-1, 1, 1, -1)  # x right, y down, as the image
             if pixels is not None:
                 ax.imshow(pixels.mean(axis=2), cmap="gray", extent=extent, vmin=0, vmax=255)
@@ -110,10 +118,6 @@ def attention_figure(fit: dict[str, np.ndarray], images: dict[int, np.ndarray], 
             ax.plot([cx], [cy], marker="+", color="#56B4E9", markersize=9, markeredgewidth=2)
             ax.set_xlim(-1, 1)
             ax.set_ylim(1, -1)
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-            if q == 0:
-                ax.set_ylabel(f"{h}\n{'mean' if i < 0 else f'test {positions[i]}'}", fontsize=8)
     fig.suptitle(f"{title}: each query's cross-attention (heads averaged; + its centre)", fontsize=10)
     fig.tight_layout()
     _save(fig, out)

@@ -50,8 +50,12 @@ def cmd_plot_attention(a) -> None:
     from .attention import attention_figure, test_images
 
     fit: dict = {}
-    for path in a.fits:  # one file for both hemispheres, or one per hemisphere
-        fit.update({k: v for k, v in load_npz(path).items() if ".attention" in k})
+    for path in a.fits:  # one file for both hemispheres (lh.attention...), or one per hemisphere (attention...)
+        arrays = {k: v for k, v in load_npz(path).items() if k.split(".")[-1].startswith("attention")}
+        if "attention" in arrays:
+            hemi = str(arrays["attention_queries"][0]).split(":")[0]
+            arrays = {f"{hemi}.{k}": v for k, v in arrays.items()}
+        fit.update(arrays)
     hemis = [h for h in ("lh", "rh") if f"{h}.attention" in fit]
     if not hemis:
         raise ValueError(f"{', '.join(a.fits)}: no attention maps (a transformer readout with ROI queries keeps them)")
