@@ -337,3 +337,7 @@ def test_loo_predictions_equal_refitting_without_each_image():
         for j, a in enumerate(alphas):
             w = np.linalg.solve((Xk - mx).T @ (Xk - mx) + a * np.eye(6), (Xk - mx).T @ (Yk[:, j] - my[j]))
             assert loo[i, j] == pytest.approx((X[i] - mx) @ w + my[j], rel=1e-3, abs=1e-3)
+    # targets sharing an alpha (as per-vertex alphas from a grid do) get their own columns' predictions
+    order = [2, 0, 2, 3, 0, 1]
+    shared = loo_predictions(dec.U, dec.s, Y[:, order], alphas[order])
+    np.testing.assert_allclose(shared, loo[:, order], rtol=1e-5, atol=1e-5)
