@@ -88,6 +88,17 @@ def small_root(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread for the test (small tensors: threads cost more than they give), then as before."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def nsdflow_env() -> dict[str, str]:
     """Environment in which subprocesses find this interpreter's `nsdflow` and `snakemake`."""
     env = dict(os.environ)

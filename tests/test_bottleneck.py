@@ -16,12 +16,7 @@ from nsdflow.readouts.bottleneck import BottleneckReadout
 TINY = {"hidden": 64, "n_components": 4, "batch_size": 32, "lr": 3e-3, "epochs": 8, "pretrain_epochs": 6}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests of seconds, not of threads
 
 
 def _planted(n=400, d=20, v_lh=30, v_rh=25, rank=3, noise=0.3, seed=0, B=None):

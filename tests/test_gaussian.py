@@ -13,12 +13,7 @@ from nsdflow.readouts.gaussian import GaussianReadout
 from nsdflow.readouts.ridge import RidgeCV
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests of seconds, not of threads
 
 
 def _bilinear(m: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

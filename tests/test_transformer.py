@@ -24,12 +24,7 @@ from nsdflow.readouts.transformer_net import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests of seconds, not of threads
 
 
 def _params(**kw):
