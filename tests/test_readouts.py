@@ -100,18 +100,7 @@ def test_batch_bounds_join_a_short_last_batch():
 FAST = {"seed": 0, "batch_size": 32, "weight_decay": 0.0, "step_size": 100, "gamma": 1.0, "standardize_targets": True}
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_torch_linear_recovers_a_linear_ground_truth(one_torch_thread):
+def test_torch_linear_recovers_a_linear_ground_truth(torch_one_thread):
     rng = np.random.default_rng(3)
     X, Xt = rng.normal(size=(512, 16)).astype(np.float32), rng.normal(size=(200, 16)).astype(np.float32)
     W, b = rng.normal(size=(16, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
@@ -125,7 +114,7 @@ def test_torch_linear_recovers_a_linear_ground_truth(one_torch_thread):
     np.testing.assert_array_equal(pred, again)  # seeded and deterministic on the CPU
 
 
-def test_mlp_learns_a_nonlinear_ground_truth_that_a_linear_readout_misses(one_torch_thread):
+def test_mlp_learns_a_nonlinear_ground_truth_that_a_linear_readout_misses(torch_one_thread):
     rng = np.random.default_rng(4)
     X, Xt = rng.normal(size=(600, 4)).astype(np.float32), rng.normal(size=(300, 4)).astype(np.float32)
 
@@ -148,7 +137,7 @@ def test_mlp_learns_a_nonlinear_ground_truth_that_a_linear_readout_misses(one_to
     np.testing.assert_array_equal(pred, again)
 
 
-def test_mlp_stops_early_on_its_inner_split(one_torch_thread):
+def test_mlp_stops_early_on_its_inner_split(torch_one_thread):
     from nsdflow.readouts.torch_models import train
 
     rng = np.random.default_rng(5)
