@@ -118,7 +118,9 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(trained_run, tmp_path
     checkpoints = run / "results/checkpoints" / model
     deadline = time.monotonic() + 300
     try:
-        while not any(checkpoints.rglob("*.pt")):
+        # a checkpoint, not atomic_path's hidden temporary file (".{name}.XXXX.pt"), which exists
+        # from before torch.save starts: killing then leaves nothing to resume from
+        while not any(p for p in checkpoints.rglob("*.pt") if not p.name.startswith(".")):
             assert proc.poll() is None, "the job ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.05)
