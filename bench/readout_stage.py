@@ -14,6 +14,7 @@ per-region fMRI files, one fit job per subject x hemisphere x region (about 500)
     python bench/readout_stage.py                      # full size (needs ~14 GB of disk)
     python bench/readout_stage.py --subjects 2         # smaller
     python bench/readout_stage.py --fit-jobs hemisphere   # one fit job per hemisphere instead
+    python bench/readout_stage.py --oof                # fits also write ridge's leave-one-out predictions
 
 Timings on a shared machine are noisy.
 """
@@ -113,7 +114,8 @@ def write_root(root: Path, subjects: list[str], seed: int = 0) -> dict[str, dict
     return ids
 
 
-def setup(work: Path, n_subjects: int, n_features: int, fit_jobs: str, threads: int) -> tuple[dict, list[str]]:
+def setup(work: Path, n_subjects: int, n_features: int, fit_jobs: str, threads: int,
+          oof: bool = False) -> tuple[dict, list[str]]:
     subjects = [f"subj{i:02d}" for i in range(1, n_subjects + 1)]
     root = work / "data"
     ids = write_root(root, subjects)
@@ -135,9 +137,25 @@ def setup(work: Path, n_subjects: int, n_features: int, fit_jobs: str, threads: 
                                "layers": {"image": {"pool": "full"}}}},
         "models": {"ridge": {"readout": "ridge", "features": ["clip/image"], "fit_jobs": fit_jobs}},
     }
+    if oof:  # an ensemble choosing weights on out-of-fold predictions: the fits also make ridge's
+        # leave-one-out ones (oof_pred). Its second member repeats the model, so it adds no fit job.
+        config["models"]["ridge_again"] = dict(config["models"]["ridge"])
+        config["ensembles"] = {"soup": {"models": ["ridge", "ridge_again"], "method": "softmax"}}
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     targets = [f"results/predictions/ridge/{s}_{h}.npz" for s in subjects for h in HEMISPHERES]
     return config, targets
+
+
+def _cpu_times() -> dict[str, float]:
+    """The machine's CPU seconds so far (user, system, iowait, idle; all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait = (int(x) / tick for x in fields[:5])
+    return {"user": user + nice, "system": system, "iowait": iowait, "idle": idle}
+
+
+def _bytes(folder: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in folder.rglob(pattern)) if folder.is_dir() else 0
 
 
 def main() -> None:
@@ -146,6 +164,8 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=512)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--fit-jobs", default="region", choices=["region", "hemisphere"])
+    ap.add_argument("--oof", action="store_true",
+                    help="with an ensemble that selects on out-of-fold predictions (the fits write ridge's LOO ones)")
     ap.add_argument("--workdir", help="where to build it (default: a temporary folder, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--json", help="also write the results here")
@@ -154,7 +174,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        _, targets = setup(work, a.subjects, a.features, a.fit_jobs, threads=a.cores)
+        _, targets = setup(work, a.subjects, a.features, a.fit_jobs, threads=a.cores, oof=a.oof)
         setup_s = time.perf_counter() - t0
         print(f"setup: {a.subjects} subjects at real size, {a.features} features, in {work} ({setup_s:.0f} s)",
               flush=True)
@@ -163,9 +183,11 @@ def main() -> None:
                "--allowed-rules", "changes", "split", "regions", "targets", "design", "fit", "merge", "--", *targets]
         env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                    PYTHONPATH=str(REPO / "src"))
+        cpu0 = _cpu_times()
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         stage_s = time.perf_counter() - t0
+        cpu = {k: round(v - cpu0[k], 1) for k, v in _cpu_times().items()}
         if proc.returncode:
             raise SystemExit(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
         counts = {m.group(1): int(m.group(2)) for m in
@@ -184,6 +206,12 @@ def main() -> None:
             "design_seconds_mean": round(float(np.mean(design_s)), 2) if design_s else None,
             "fit_seconds_in_job_total": round(float(np.sum(fit_s)), 1),
             "fit_seconds_in_job_median": round(float(np.median(fit_s)), 3) if fit_s else None,
+            # the machine's CPU seconds over the stage (all cores; includes anything else running)
+            "cpu_seconds": cpu,
+            "fmri_gb": round(_bytes(work / "data", "*_training_fmri.npy") / 1e9, 2),
+            "targets_gb": round(_bytes(work / "results/targets", "*.npy") / 1e9, 2),
+            "fits_gb": round(_bytes(work / "results/readouts", "*.npz") / 1e9, 2),
+            "merged_gb": round(_bytes(work / "results/predictions", "*.npz") / 1e9, 2),
             "command": " ".join(cmd),
         }
         print(json.dumps(result, indent=2))

@@ -260,6 +260,12 @@ def test_fit_job_on_a_hemisphere_equals_its_region_jobs(tmp_path, small_root):
     whole = open_npz(tmp_path / "all.npz")
     assert whole["val_pred"].shape == (5, 60) and whole["test_pred"].shape == (5, 60)
     assert whole["oof_pred"].shape == (20, 60)  # ridge's exact leave-one-out, every training image
+    spec["loo"] = False  # no ensemble reads them: the same fit without them
+    fit("hemisphere", tmp_path / "no-loo.npz")
+    lean = open_npz(tmp_path / "no-loo.npz")
+    assert "oof_pred" not in lean and set(lean) == set(whole) - {"oof_pred"}
+    np.testing.assert_array_equal(lean["test_pred"], whole["test_pred"])
+    spec["loo"] = True
     names = ["OPA", "PPA", "RSC", "absent", "unassigned"]
     counts = split_targets(small_root, "subj01", "lh", tmp_path / "regions.npz", names, tmp_path / "targets")
     assert counts["absent"] == 0 and sum(counts.values()) == 60
@@ -307,6 +313,30 @@ def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert open_npz(tmp_path / "PPA.npz")["val_pred"].shape[0] == 5
+
+
+@pytest.mark.parametrize("cv", ["gcv", "loo"])
+def test_a_fits_own_leave_one_out_predictions_equal_the_standalone_ones(cv):
+    """fit_predict(loo_out=) reuses the fit's U'Y, block of targets by block; the same numbers as
+    loo_predictions at the alphas the fit chose, NaN where an image is interpolated."""
+    from nsdflow.readouts import ridge
+    from nsdflow.readouts.linear import loo_predictions
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 8)).astype(np.float32)
+    Y = (X @ rng.normal(size=(8, 23)) + 3 * rng.normal(size=(40, 23)) + 7).astype(np.float32)
+    dec = ridge.decompose(X - X.mean(axis=0), "svd")
+    loo = np.empty_like(Y)
+    _, chosen = ridge.fit_predict(dec.U, dec.s, np.zeros((1, dec.s.size), np.float32), Y, [0.1, 10.0, 1e3, 1e5],
+                                  cv, block=5, loo_out=loo)
+    assert len(np.unique(chosen)) > 1  # several alphas within a block: the one-hot scaling is exercised
+    np.testing.assert_allclose(loo, loo_predictions(dec.U, dec.s, Y, chosen), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="every row"):
+        ridge.fit_predict(dec.U, dec.s, dec.V, Y[:30], [1.0], "gcv", rows=np.arange(30), loo_out=np.empty((30, 23)))
+    # ordinary least squares on as many directions as images - 1 interpolates every image: NaN
+    Xw = rng.normal(size=(6, 5)).astype(np.float32)
+    decw = ridge.decompose(Xw - Xw.mean(axis=0), "svd")
+    assert np.isnan(loo_predictions(decw.U, decw.s, Y[:6, :2], np.zeros(2))).all()
 
 
 def test_loo_predictions_equal_refitting_without_each_image():

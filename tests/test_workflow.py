@@ -63,6 +63,25 @@ def test_a_model_fitted_exactly_as_another_reads_its_fits():
     assert {"alex_again", "alex_ridge", "alex_other"} <= merged
 
 
+def test_linear_fits_make_leave_one_out_predictions_only_for_an_ensemble_that_reads_them():
+    """oof_pred is as large as the fMRI and a third of a ridge fit's arithmetic: a fit makes it
+    when an ensemble chooses weights on it (select_on: oof), for every model sharing that fit."""
+    def loo(config, model):
+        return json.loads(make_plan(validated(config)).fit_spec(model))["loo"]
+
+    config = tiny_config()
+    assert not loo(config, "alex_ridge") and not loo(config, "clip_ridge")
+    config["ensembles"] = {"mix": {"models": ["alex_ridge", "clip_ridge"], "method": "softmax"}}
+    assert loo(config, "alex_ridge") and loo(config, "clip_ridge")
+    config["ensembles"]["mix"]["select_on"] = "val"
+    assert not loo(config, "alex_ridge")
+    config = tiny_config()  # a repeat in the ensemble: the one fit they share makes them
+    config["models"]["alex_again"] = dict(config["models"]["alex_ridge"])
+    config["ensembles"] = {"mix": {"models": ["alex_again", "clip_ridge"]}}
+    plan = make_plan(validated(config))
+    assert plan.fit_model("alex_again") == "alex_ridge" and json.loads(plan.fit_spec("alex_ridge"))["loo"]
+
+
 def test_brain_maps_are_drawn_for_the_named_models_only():
     from nsdflow.dag import Dag
 

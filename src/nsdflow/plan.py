@@ -106,9 +106,20 @@ class Plan:
         return canonical({"featureset": self.feature_sets[fs], **self.designs[(fs, design)]})
 
     def fit_spec(self, model: str) -> str:
+        """What a fit job of ``model`` runs (``nsdflow fit --spec``). A decomposition readout's
+        ``loo`` says whether it also writes its leave-one-out predictions of every training image
+        (``oof_pred``): only when an ensemble chooses weights on them (as many bytes as the fMRI,
+        and a third of the fit's arithmetic, that nothing else reads)."""
+        spec = self._fit_spec(model)
+        if "loo" in self.model_plans[model]:
+            fit = self.fit_model(model)
+            spec["loo"] = any(self.model_plans[m]["loo"] for m in self.model_plans if self.fit_model(m) == fit)
+        return canonical(spec)
+
+    def _fit_spec(self, model: str) -> dict[str, Any]:
         mp = self.model_plans[model]
-        return canonical({"readout": mp["readout"], "class": mp["class"], "params": mp["params"],
-                          "cv_folds": mp["cv_folds"], "fold_seed": mp["fold_seed"], "features": mp["features"]})
+        return {"readout": mp["readout"], "class": mp["class"], "params": mp["params"],
+                "cv_folds": mp["cv_folds"], "fold_seed": mp["fold_seed"], "features": mp["features"]}
 
     def fit_model(self, model: str) -> str:
         """The model whose fit jobs ``model``'s predictions come from: the first model (in config
@@ -119,7 +130,7 @@ class Plan:
     @cached_property
     def _fit_models(self) -> dict[str, str]:
         first: dict[str, str] = {}
-        return {m: first.setdefault(canonical([self.fit_spec(m), mp["featureset"], mp["design"], mp["fit_jobs"],
+        return {m: first.setdefault(canonical([self._fit_spec(m), mp["featureset"], mp["design"], mp["fit_jobs"],
                                                self.fit_backend(m)]), m)
                 for m, mp in self.model_plans.items()}
 
@@ -235,6 +246,10 @@ def make_plan(config: dict, demo_root: str = results.DEMO_ROOT, demo_withheld: s
                               "lack (data.withheld/subjXX/lh_test_fmri.npy); use val")
     feature_sets, designs, model_plans = plan_readouts(models, int((config.get("split") or {}).get("seed", 0)))
     ensembles = plan_ensembles(config.get("ensembles") or {}, models, grids, model_plans)
+    chooses_on_oof = {m for e in ensembles.values() if e["select_on"] == "oof" for m in e["models"]}
+    for name, mp in model_plans.items():
+        if mp["readout_design"] == "decomposition":  # leave-one-out predictions where an ensemble reads them
+            mp["loo"] = name in chooses_on_oof
     for name, mp in model_plans.items():
         if mp["design"] is None:
             for feature in mp["features"]:
@@ -363,7 +378,8 @@ def plan_readouts(models: dict[str, dict], fold_seed: int = 0) -> tuple[dict, di
         model_plans[name] = {"readout": m["readout"], "class": readout_path(m["readout"]), "params": params,
                              "featureset": fs, "design": dname, "fit_jobs": fit_jobs, "cv_folds": cv_folds or None,
                              "fold_seed": fold_seed, "features": list(m["features"]),
-                             "pretrain": r.pretrains(params), "oof": r.design == "decomposition" or bool(cv_folds)}
+                             "pretrain": r.pretrains(params), "oof": r.design == "decomposition" or bool(cv_folds),
+                             "readout_design": r.design}
         if model_plans[name]["pretrain"] and not (pca or {}).get("scope") == "all":
             raise ConfigError(f"models.{name}: a network pretrained on every subject needs their features reduced "
                               "the same way: set pca: {n_components: ..., batch_size: ..., scope: all}")

@@ -56,6 +56,7 @@ class FitData:
     features: list[str] = field(default_factory=list)  # the model's backbone/layer list
     seed: int = 0
     key: str = ""  # the job's rerun key: a checkpoint written under another is never resumed
+    loo: bool = True  # decomposition readouts: also write leave-one-out predictions (oof_pred)
 
     @property
     def n_train(self) -> int:
@@ -128,7 +129,8 @@ def fit_job(spec: dict[str, Any], out, data_root, subject: str, hemi: str, unit:
         vertices[h] = unit_vertices(all_labels, unit)
         labels[h] = all_labels[vertices[h]]
         if targets is not None:
-            Y[h] = np.load(targets)
+            # memory-mapped: the page cache's pages, not a fresh copy (read-only: no readout writes to Y)
+            Y[h] = np.load(targets, mmap_mode="r" if Path(targets).stat().st_size > 1 << 20 else None)
             if Y[h].shape[1] != vertices[h].size:
                 raise ValueError(f"{targets}: {Y[h].shape[1]} vertices, but region {unit} has {vertices[h].size} in "
                                  f"{table}; rerun the targets rule")
@@ -143,7 +145,8 @@ def fit_job(spec: dict[str, Any], out, data_root, subject: str, hemi: str, unit:
                    split=split, summary=summary, design=open_npz(design) if design else None, stores=stores or {},
                    region_tables=dict(zip(hemis, regions)), pretrained=pretrained or {},
                    checkpoints=str(checkpoints) if checkpoints else None, backend=backend,
-                   features=list(spec.get("features") or []), seed=int(spec.get("fold_seed", 0)), key=key)
+                   features=list(spec.get("features") or []), seed=int(spec.get("fold_seed", 0)), key=key,
+                   loo=bool(spec.get("loo", True)))
     n_vertices = sum(v.size for v in vertices.values())
     if n_vertices == 0:
         results = {h: {"val_pred": np.zeros((len(split["val"]), 0), np.float32),
@@ -194,10 +197,15 @@ def fit_design(r: Readout, data: FitData) -> dict[str, dict[str, np.ndarray]]:
     xp = get_backend(data.backend)
     preds: dict[str, dict[str, np.ndarray]] = {}
     infos: dict[str, dict[str, np.ndarray]] = {}
+    oof = None
     for run in data.runs:
         prepared, rows, n_held = _run_arrays(design, run, r)
         if r.separable:
-            pred, info = r.fit_predict(prepared, Y, data.params, xp, rows=rows)
+            if r.design == "decomposition" and run.name == "test" and data.loo:  # its U'Y gives the LOO too
+                oof = np.empty(Y.shape, np.float32)
+                pred, info = r.fit_predict(prepared, Y, data.params, xp, rows=rows, loo_out=oof)
+            else:
+                pred, info = r.fit_predict(prepared, Y, data.params, xp, rows=rows)
         else:
             pred, info = np.empty((len(prepared["X_pred"]), labels.size), np.float32), {}
             for region in regions:
@@ -217,10 +225,12 @@ def fit_design(r: Readout, data: FitData) -> dict[str, dict[str, np.ndarray]]:
     for run, info in infos.items():
         if run in ("val", "test"):
             out.update({f"{run}.{k}": v for k, v in info.items()})
-    if r.design == "decomposition":
-        from .linear import loo_predictions
+    if r.design == "decomposition" and data.loo:
+        if oof is None:  # a decomposition readout fitted region by region
+            from .linear import loo_predictions
 
-        test = fold_arrays(design, "test")
-        alphas = infos["test"].get("alpha", np.zeros(labels.size))
-        out["oof_pred"] = loo_predictions(np.asarray(test["U"]), np.asarray(test["s"]), Y, alphas)
+            test = fold_arrays(design, "test")
+            alphas = infos["test"].get("alpha", np.zeros(labels.size))
+            oof = loo_predictions(np.asarray(test["U"]), np.asarray(test["s"]), Y, alphas)
+        out["oof_pred"] = oof
     return {h: out}

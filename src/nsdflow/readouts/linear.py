@@ -29,13 +29,13 @@ class RidgeReadout(Readout):
         return {"decomposition": params["decomposition"],
                 "n_folds": params["n_folds"] if params["cv"] == "kfold" else None}
 
-    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None):
+    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None, loo_out=None):
         folds = None
         if params["cv"] == "kfold":
             folds = [(prepared[f"kfold{i}.rows"], prepared[f"kfold{i}.U"], prepared[f"kfold{i}.s"],
                       prepared[f"kfold{i}.P"]) for i in range(int(prepared["n_folds"]))]
         pred, chosen = ridge.fit_predict(prepared["U"], prepared["s"], prepared["P"], Y_fit, params["alphas"],
-                                         params["cv"], folds, xp, rows=rows)
+                                         params["cv"], folds, xp, rows=rows, loo_out=loo_out)
         return pred, {"alpha": chosen}
 
 
@@ -57,9 +57,9 @@ class PcaLinearReadout(Readout):
     separable = True
     params: dict[str, Param] = {}
 
-    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None):
+    def fit_predict(self, prepared, Y_fit, params, xp=None, rows=None, loo_out=None):
         pred, _ = ridge.fit_predict(prepared["U"], prepared["s"], prepared["P"], Y_fit, [0.0], "gcv", None, xp,
-                                    rows=rows)
+                                    rows=rows, loo_out=loo_out)
         return pred, {}
 
 
@@ -67,30 +67,20 @@ def loo_predictions(U: np.ndarray, s: np.ndarray, Y: np.ndarray, alpha: np.ndarr
                     block_bytes: int = 64 * 2**20) -> np.ndarray:
     """Exact leave-one-out predictions of ridge with an unpenalised intercept, per target.
 
-    With the centred design ``X = U diag(s) V'`` and target ``j``'s ``alpha_j``, the hat matrix is
-    ``H = 11'/n + U diag(s^2 / (s^2 + alpha_j)) U'`` and the prediction of image ``i`` by the model
-    fitted without it is ``(yhat_i - H_ii y_i) / (1 - H_ii)``: every training image's prediction
-    from a model that never saw it, at the cost of one more fit (three products per block of
-    targets). A target whose ``H_ii`` is 1 (an image the fit interpolates) gets NaN there.
+    With the centred design ``X = U diag(s) V'`` and target ``j``'s ``alpha_j``, the prediction
+    of image ``i`` by the model fitted without it (see :func:`.ridge.loo_block`). Fit jobs get
+    these from their fit's own ``U'Y`` (``ridge.fit_predict(..., loo_out=)``); this standalone
+    form computes ``U'Y`` itself, block of targets by block. A target whose ``H_ii`` is 1 (an
+    image the fit interpolates) gets NaN there.
     """
     U = np.asarray(U, dtype=np.float32)
     n = U.shape[0]
-    s2 = np.asarray(s, dtype=np.float64) ** 2
     alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (Y.shape[1],))
-    U2 = U * U
     out = np.empty(Y.shape, dtype=np.float32)
     block = max(1, block_bytes // (4 * n))
+    inverses: dict = {}
     for c0 in range(0, Y.shape[1], block):
         Yb = np.asarray(Y[:, c0:c0 + block], dtype=np.float32)
         mean = Yb.mean(axis=0, dtype=np.float64).astype(np.float32)
-        shrink = (s2[:, None] / (s2[:, None] + alpha[None, c0:c0 + block])).astype(np.float32)  # (k, t)
-        fitted = U @ (shrink * (U.T @ (Yb - mean))) + mean
-        # H_ii depends on the target only through its alpha, one of a few: a product per distinct alpha
-        # rather than per target (a third of the work of a region's fit job)
-        distinct, which = np.unique(alpha[c0:c0 + block], return_inverse=True)
-        h = (U2 @ (s2[:, None] / (s2[:, None] + distinct[None, :])).astype(np.float32))[:, which.ravel()]
-        h += np.float32(1.0 / n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            loo = (fitted - h * Yb) / (1.0 - h)
-        out[:, c0:c0 + block] = np.where(1.0 - h > 1e-6, loo, np.nan)
+        ridge.loo_block(U, s, U.T @ (Yb - mean), mean, Yb, alpha[c0:c0 + block], out[:, c0:c0 + block], inverses)
     return out

@@ -84,9 +84,10 @@ class Readout:
     params: dict[str, Param] = {}
 
     def fit_predict(self, prepared: dict[str, np.ndarray], Y_fit: np.ndarray, params: dict[str, Any],
-                    xp=None, rows=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                    xp=None, rows=None, loo_out=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Fit on ``Y_fit`` (``rows``: the rows of it that the design's fit rows are; default all) and
-        predict the design's prediction rows: ``(predictions, per-target info)``."""
+        predict the design's prediction rows: ``(predictions, per-target info)``. Decomposition
+        readouts also fill ``loo_out`` (Y_fit's shape) with leave-one-out predictions when given."""
         raise NotImplementedError
 
     def fit(self, data) -> dict[str, dict[str, np.ndarray]]:
