@@ -16,8 +16,9 @@ from ..data.layout import ROI_CLASSES
 from .params import Param, Readout, choice, fraction, number, rate
 
 VERTEX = "vertex"
-#: Test images whose attention maps a fit keeps (for the figure).
-ATTENTION_IMAGES = 4
+#: Test images whose attention maps a fit keeps: the figure draws the first four and the mean, the
+#: table of centres averages all of them (four alone give centres that move with their content).
+ATTENTION_IMAGES = 16
 
 PARAMS: dict[str, Param] = {
     "queries": Param("streams", "decoder queries: one per ROI of this ROI class and hemisphere plus one per "

@@ -9,8 +9,8 @@ images' positions in the subject's test split). This module turns that into
   image half-widths, +x right, +y down, the convention of the demo's hidden receptive fields),
   its spread (root mean square distance from that centre) and the share of attention on its
   most attended cell, and
-- a figure: a column per query, a row per hemisphere x test image (then their mean), the map
-  over the (greyed) image, the centre marked.
+- a figure: a column per query, a row per hemisphere x test image (the first four, then the mean
+  over all kept images), the map over the (greyed) image, the centre marked.
 
 Grid cell ``j`` of ``W`` covers the image's half-width coordinates around ``(2j + 1) / W - 1``.
 """
@@ -25,6 +25,10 @@ import pandas as pd
 
 from ..data.layout import HEMISPHERES
 from .plots import _mpl, _save
+
+
+#: Test images drawn one by one in the figure (the mean row and the table use every kept image).
+FIGURE_IMAGES = 4
 
 
 def cell_centres(n: int) -> np.ndarray:
@@ -87,7 +91,8 @@ def attention_figure(fit: dict[str, np.ndarray], images: dict[int, np.ndarray], 
     per_hemi = {h: hemisphere_attention(fit, h) for h in hemis}
     # A column per query name of either hemisphere (an ROI absent from one hemisphere has no query there)
     names = list(dict.fromkeys(n for h in hemis for n in per_hemi[h][1]))
-    rows = [(h, i) for h in hemis for i in [*range(len(per_hemi[h][2])), -1]]  # -1: the mean over images
+    # the first FIGURE_IMAGES images of each hemisphere, then (-1) the mean over all kept images
+    rows = [(h, i) for h in hemis for i in [*range(min(FIGURE_IMAGES, len(per_hemi[h][2]))), -1]]
     vmax = max(float(m.max()) for m, _, _ in per_hemi.values()) or 1.0
     fig, axes = plt.subplots(len(rows), len(names), figsize=(1.35 * len(names) + 0.6, 1.35 * len(rows) + 0.6),
                              squeeze=False)
@@ -103,7 +108,7 @@ def attention_figure(fit: dict[str, np.ndarray], images: dict[int, np.ndarray], 
             if r == 0:
                 ax.set_title(name, fontsize=9)
             if c == 0:
-                ax.set_ylabel(f"{h}\n{'mean' if i < 0 else f'test {positions[i]}'}", fontsize=8)
+                ax.set_ylabel(f"{h}\n{f'mean of {len(positions)}' if i < 0 else f'test {positions[i]}'}", fontsize=8)
             if name not in qnames:
                 continue  # no such query in this hemisphere: an empty cell
             q = qnames.index(name)
