@@ -2,8 +2,8 @@
 
 Each member's predictions are scored by Pearson r against the responses, on the **out-of-fold
 predictions of the fit images** (``select_on: oof``, the default: every member's ``oof_pred``,
-which ridge and pca_linear always have, from their exact leave-one-out, and the trained readouts
-with ``cv_folds``), or on the validation split (``select_on: val``). Then, per region (the
+which ridge and pca_linear make for such an ensemble, their exact leave-one-out, and the
+trained readouts with ``cv_folds``), or on the validation split (``select_on: val``). Then, per region (the
 partition the readouts are fitted on; a member's score there is its mean r over the region's
 vertices, a constant prediction counting as r = 0):
 
