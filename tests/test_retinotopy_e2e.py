@@ -42,16 +42,23 @@ def hidden_centres(run, hemi: str) -> dict[str, np.ndarray]:
             for i, name in enumerate(ROI_CLASSES["prf-visualrois"]) if (labels == i + 1).any()}
 
 
+def centre(table: pd.DataFrame, hemi: str, roi: str) -> pd.Series:
+    """The attention table's row of one query, by name."""
+    rows = table[(table["hemi"] == hemi) & (table["query"] == roi)]
+    assert len(rows) == 1, f"{hemi} {roi}: {len(rows)} rows in the attention table (queries: {sorted(set(table['query']))})"
+    return rows.iloc[0]
+
+
 def centres(run) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The attention centres (from plot_attention's table) and hidden receptive-field centres of
     every retinotopic ROI query, both hemispheres: ``(attention (14, 2), hidden (14, 2), names)``."""
     table = pd.read_csv(run / "results/plots/attention/alexnet_transformer/subj01.csv")
     got, hidden, names = [], [], []
     for hemi in ("lh", "rh"):
-        for roi, centre in hidden_centres(run, hemi).items():
-            row = table[(table["hemi"] == hemi) & (table["query"] == roi)].iloc[0]
+        for roi, truth in hidden_centres(run, hemi).items():
+            row = centre(table, hemi, roi)
             got.append([row["x"], row["y"]])
-            hidden.append(centre)
+            hidden.append(truth)
             names.append(f"{hemi} {roi}")
     return np.array(got), np.array(hidden), names
 
@@ -59,8 +66,12 @@ def centres(run) -> tuple[np.ndarray, np.ndarray, list[str]]:
 @pytest.mark.parametrize("hemi", ["lh", "rh"])
 @pytest.mark.parametrize("roi", ["V1d", "V2d"])
 def test_dorsal_early_queries_attend_to_the_lower_field_opposite_their_hemisphere(run, hemi, roi):
+    """The issue's criterion, by sign. Measured (2 cores, torch 2.14.1): lh V1d (+0.15, +0.06), V2d
+    (+0.03, +0.01), rh V1d (-0.15, +0.05), V2d (-0.14, +0.10); the hidden centres are lh (+0.41,
+    +0.17) / (+0.30, +0.16), rh (-0.27, +0.17) / (-0.27, +0.30). lh V2d's margin is thin: the
+    correlation test below is the robust one."""
     table = pd.read_csv(run / "results/plots/attention/alexnet_transformer/subj01.csv")
-    row = table[(table["hemi"] == hemi) & (table["query"] == roi)].iloc[0]
+    row = centre(table, hemi, roi)
     truth = hidden_centres(run, hemi)[roi]
     assert np.sign(truth[0]) == CONTRALATERAL[hemi] and truth[1] > 0  # what the demo hid
     assert row["x"] * CONTRALATERAL[hemi] > 0, f"{hemi} {roi} attends at x {row['x']:+.2f}, not contralaterally"

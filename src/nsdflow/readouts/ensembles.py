@@ -192,8 +192,9 @@ def build_ensemble(
         y_sel = np.asarray(fmri[fit], dtype=np.float32)
         lacking = [m for m, p in preds.items() if "oof_pred" not in p]
         if lacking:
-            raise ValueError(f"members {', '.join(lacking)} have no out-of-fold predictions (oof_pred): set their "
-                             f"cv_folds, or select_on: val for ensemble {name}")
+            raise ValueError(f"members {', '.join(lacking)} have no out-of-fold predictions (oof_pred): give a "
+                             "trained readout cv_folds (ridge and pca_linear make them when the DAG knows an "
+                             f"ensemble with select_on: oof reads them), or set select_on: val for ensemble {name}")
         sel_preds = {m: np.asarray(p["oof_pred"])[fit] for m, p in preds.items()}
     arrays, records = ensemble(list(members), method, y_sel, sel_preds, preds, labels, tau)
     save_npz(out, **arrays)

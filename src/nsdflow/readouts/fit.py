@@ -130,7 +130,7 @@ def fit_job(spec: dict[str, Any], out, data_root, subject: str, hemi: str, unit:
         labels[h] = all_labels[vertices[h]]
         if targets is not None:
             # memory-mapped: the page cache's pages, not a fresh copy (read-only: no readout writes to Y)
-            Y[h] = np.load(targets, mmap_mode="r" if Path(targets).stat().st_size > 1 << 20 else None)
+            Y[h] = np.load(targets, mmap_mode="r")
             if Y[h].shape[1] != vertices[h].size:
                 raise ValueError(f"{targets}: {Y[h].shape[1]} vertices, but region {unit} has {vertices[h].size} in "
                                  f"{table}; rerun the targets rule")
@@ -197,21 +197,24 @@ def fit_design(r: Readout, data: FitData) -> dict[str, dict[str, np.ndarray]]:
     xp = get_backend(data.backend)
     preds: dict[str, dict[str, np.ndarray]] = {}
     infos: dict[str, dict[str, np.ndarray]] = {}
-    oof = None
+    # decomposition readouts: the test fit's U'Y also gives every training image's leave-one-out prediction
+    oof = np.empty(Y.shape, np.float32) if r.design == "decomposition" and data.loo else None
     for run in data.runs:
         prepared, rows, n_held = _run_arrays(design, run, r)
+        loo = oof is not None and run.name == "test"
         if r.separable:
-            if r.design == "decomposition" and run.name == "test" and data.loo:  # its U'Y gives the LOO too
-                oof = np.empty(Y.shape, np.float32)
-                pred, info = r.fit_predict(prepared, Y, data.params, xp, rows=rows, loo_out=oof)
-            else:
-                pred, info = r.fit_predict(prepared, Y, data.params, xp, rows=rows)
+            pred, info = r.fit_predict(prepared, Y, data.params, xp, rows=rows, **({"loo_out": oof} if loo else {}))
         else:
-            pred, info = np.empty((len(prepared["X_pred"]), labels.size), np.float32), {}
+            n_pred = len(prepared["X_pred"] if "X_pred" in prepared else prepared["P"])  # matrix or decomposition
+            pred, info = np.empty((n_pred, labels.size), np.float32), {}
             for region in regions:
                 cols = np.flatnonzero(labels == region)
-                p, inf = r.fit_predict(prepared, np.take(Y, cols, axis=1), data.params, xp, rows=rows)
+                part = np.empty((Y.shape[0], cols.size), np.float32) if loo else None
+                p, inf = r.fit_predict(prepared, np.take(Y, cols, axis=1), data.params, xp, rows=rows,
+                                       **({"loo_out": part} if loo else {}))
                 pred[:, cols] = p
+                if loo:
+                    oof[:, cols] = part
                 for key, value in inf.items():
                     info.setdefault(key, np.full(labels.size, np.nan))[cols] = value
         if run.name == "val":
@@ -225,12 +228,6 @@ def fit_design(r: Readout, data: FitData) -> dict[str, dict[str, np.ndarray]]:
     for run, info in infos.items():
         if run in ("val", "test"):
             out.update({f"{run}.{k}": v for k, v in info.items()})
-    if r.design == "decomposition" and data.loo:
-        if oof is None:  # a decomposition readout fitted region by region
-            from .linear import loo_predictions
-
-            test = fold_arrays(design, "test")
-            alphas = infos["test"].get("alpha", np.zeros(labels.size))
-            oof = loo_predictions(np.asarray(test["U"]), np.asarray(test["s"]), Y, alphas)
+    if oof is not None:
         out["oof_pred"] = oof
     return {h: out}

@@ -268,7 +268,8 @@ def loo_block(U, s, UtY, mean, Y, alpha, out: np.ndarray, inverses: dict | None 
     ``U'(y - mean)`` (``UtY``, from the fit) and the hat matrix ``H = 11'/n + U diag(s^2 /
     (s^2 + alpha_j)) U'``, the prediction of image ``i`` by the model fitted without it is
     ``y_i - e_i / (1 - H_ii)`` (``e = y - Hy``). Costs one (n x k) x (k x t) product and a few
-    in-place passes over ``out``: no (n, t) temporaries beyond ``out`` itself. ``1 / (1 - H_ii)``
+    in-place passes over ``out`` (which may be a column block of a wider array): no (n, t)
+    temporaries, only row tiles of 8 MB where the block's targets have several alphas. ``1 / (1 - H_ii)``
     depends on the target only through its alpha (one of a few): it is computed once per distinct
     alpha (:func:`loo_inverse_one_minus_h`) and kept in ``inverses`` across blocks. Where ``1 - H_ii``
     is below 1e-6 (an image the fit interpolates) the prediction is NaN.
@@ -277,7 +278,7 @@ def loo_block(U, s, UtY, mean, Y, alpha, out: np.ndarray, inverses: dict | None 
     s2 = np.asarray(s, dtype=np.float64)[:, None] ** 2
     B = (s2 / (s2 + alpha[None, :])).astype(np.float32)
     B *= UtY  # diag(s^2 / (s^2 + a)) U'(y - mean): the centred fitted values' coefficients
-    F = out if out.flags.c_contiguous else np.empty(out.shape, np.float32)
+    F = out  # every pass below runs in place (a column block of a wider array is a strided view)
     np.matmul(U, B, out=F)
     F += mean
     F -= Y  # minus the residuals
@@ -311,8 +312,6 @@ def loo_block(U, s, UtY, mean, Y, alpha, out: np.ndarray, inverses: dict | None 
         if bad.size:
             F[np.ix_(bad, np.flatnonzero(which == j))] = np.nan
     F += Y  # y - e / (1 - h)
-    if F is not out:
-        out[...] = F
 
 
 def loo_errors(U, s, UtY, Yc, alphas, inv_d=None, xp=None):
