@@ -328,12 +328,23 @@ def test_a_ridge_fit_job_imports_nothing_heavy(tmp_path, small_root):
     assert open_npz(tmp_path / "PPA.npz")["val_pred"].shape[0] == 5
 
 
+def loo_reference(U, s, Y, alpha):
+    """ridge.loo_block on the whole of Y at given alphas (one per column), U'Y computed here."""
+    from nsdflow.readouts import ridge
+
+    Y = np.asarray(Y, np.float32)
+    mean = Y.mean(axis=0, dtype=np.float64).astype(np.float32)
+    out = np.empty(Y.shape, np.float32)
+    alpha = np.broadcast_to(np.asarray(alpha, np.float64), (Y.shape[1],))
+    ridge.loo_block(np.asarray(U, np.float32), s, U.T @ (Y - mean), mean, Y, alpha, out)
+    return out
+
+
 @pytest.mark.parametrize("cv", ["gcv", "loo"])
 def test_a_fits_own_leave_one_out_predictions_equal_the_standalone_ones(cv):
     """fit_predict(loo_out=) reuses the fit's U'Y, block of targets by block; the same numbers as
-    loo_predictions at the alphas the fit chose, NaN where an image is interpolated."""
+    loo_block on its own U'Y at the alphas the fit chose, NaN where an image is interpolated."""
     from nsdflow.readouts import ridge
-    from nsdflow.readouts.linear import loo_predictions
 
     rng = np.random.default_rng(5)
     X = rng.normal(size=(40, 8)).astype(np.float32)
@@ -344,13 +355,13 @@ def test_a_fits_own_leave_one_out_predictions_equal_the_standalone_ones(cv):
                                   cv, block=5, loo_out=loo)
     # several alphas within a block of 5 targets: the one-hot scaling is exercised
     assert any(len(np.unique(chosen[c:c + 5])) > 1 for c in range(0, 23, 5))
-    np.testing.assert_allclose(loo, loo_predictions(dec.U, dec.s, Y, chosen), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loo, loo_reference(dec.U, dec.s, Y, chosen), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="every row"):
         ridge.fit_predict(dec.U, dec.s, dec.V, Y[:30], [1.0], "gcv", rows=np.arange(30), loo_out=np.empty((30, 23)))
     # ordinary least squares on as many directions as images - 1 interpolates every image: NaN
     Xw = rng.normal(size=(6, 5)).astype(np.float32)
     decw = ridge.decompose(Xw - Xw.mean(axis=0), "svd")
-    assert np.isnan(loo_predictions(decw.U, decw.s, Y[:6, :2], np.zeros(2))).all()
+    assert np.isnan(loo_reference(decw.U, decw.s, Y[:6, :2], np.zeros(2))).all()
     interpolated = np.zeros((6, 2), np.float32)
     ridge.fit_predict(decw.U, decw.s, np.zeros((1, decw.s.size), np.float32), Y[:6, :2], [0.0], cv,
                       loo_out=interpolated)
@@ -358,7 +369,6 @@ def test_a_fits_own_leave_one_out_predictions_equal_the_standalone_ones(cv):
 
 
 def test_loo_predictions_equal_refitting_without_each_image():
-    from nsdflow.readouts.linear import loo_predictions
     from nsdflow.readouts.ridge import decompose
 
     rng = np.random.default_rng(3)
@@ -366,7 +376,7 @@ def test_loo_predictions_equal_refitting_without_each_image():
     Y = (X @ rng.normal(size=(6, 4)) + rng.normal(size=(25, 4)) + 5).astype(np.float32)
     alphas = np.array([0.0, 0.5, 3.0, 40.0])
     dec = decompose(X - X.mean(axis=0), "svd")
-    loo = loo_predictions(dec.U, dec.s, Y, alphas)
+    loo = loo_reference(dec.U, dec.s, Y, alphas)
     for i in range(len(X)):
         keep = np.arange(len(X)) != i
         Xk, Yk = X[keep].astype(np.float64), Y[keep].astype(np.float64)
@@ -376,5 +386,5 @@ def test_loo_predictions_equal_refitting_without_each_image():
             assert loo[i, j] == pytest.approx((X[i] - mx) @ w + my[j], rel=1e-3, abs=1e-3)
     # targets sharing an alpha (as per-vertex alphas from a grid do) get their own columns' predictions
     order = [2, 0, 2, 3, 0, 1]
-    shared = loo_predictions(dec.U, dec.s, Y[:, order], alphas[order])
+    shared = loo_reference(dec.U, dec.s, Y[:, order], alphas[order])
     np.testing.assert_allclose(shared, loo[:, order], rtol=1e-5, atol=1e-5)

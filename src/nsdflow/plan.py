@@ -248,7 +248,7 @@ def make_plan(config: dict, demo_root: str = results.DEMO_ROOT, demo_withheld: s
     ensembles = plan_ensembles(config.get("ensembles") or {}, models, grids, model_plans)
     chooses_on_oof = {m for e in ensembles.values() if e["select_on"] == "oof" for m in e["models"]}
     for name, mp in model_plans.items():
-        if mp["readout_design"] == "decomposition":  # leave-one-out predictions where an ensemble reads them
+        if "loo" in mp:  # a decomposition readout: leave-one-out predictions where an ensemble reads them
             mp["loo"] = name in chooses_on_oof
     for name, mp in model_plans.items():
         if mp["design"] is None:
@@ -378,8 +378,9 @@ def plan_readouts(models: dict[str, dict], fold_seed: int = 0) -> tuple[dict, di
         model_plans[name] = {"readout": m["readout"], "class": readout_path(m["readout"]), "params": params,
                              "featureset": fs, "design": dname, "fit_jobs": fit_jobs, "cv_folds": cv_folds or None,
                              "fold_seed": fold_seed, "features": list(m["features"]),
-                             "pretrain": r.pretrains(params), "oof": r.design == "decomposition" or bool(cv_folds),
-                             "readout_design": r.design}
+                             "pretrain": r.pretrains(params), "oof": r.design == "decomposition" or bool(cv_folds)}
+        if r.design == "decomposition":  # leave-one-out predictions: make_plan sets it for the ensembles
+            model_plans[name]["loo"] = False
         if model_plans[name]["pretrain"] and not (pca or {}).get("scope") == "all":
             raise ConfigError(f"models.{name}: a network pretrained on every subject needs their features reduced "
                               "the same way: set pca: {n_components: ..., batch_size: ..., scope: all}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import ridge
 from .params import Param, Readout, alphas, choice, number
 
@@ -61,26 +59,3 @@ class PcaLinearReadout(Readout):
         pred, _ = ridge.fit_predict(prepared["U"], prepared["s"], prepared["P"], Y_fit, [0.0], "gcv", None, xp,
                                     rows=rows, loo_out=loo_out)
         return pred, {}
-
-
-def loo_predictions(U: np.ndarray, s: np.ndarray, Y: np.ndarray, alpha: np.ndarray,
-                    block_bytes: int = 64 * 2**20) -> np.ndarray:
-    """Exact leave-one-out predictions of ridge with an unpenalised intercept, per target.
-
-    With the centred design ``X = U diag(s) V'`` and target ``j``'s ``alpha_j``, the prediction
-    of image ``i`` by the model fitted without it (see :func:`.ridge.loo_block`). Fit jobs get
-    these from their fit's own ``U'Y`` (``ridge.fit_predict(..., loo_out=)``); this standalone
-    form computes ``U'Y`` itself, block of targets by block. A target whose ``H_ii`` is 1 (an
-    image the fit interpolates) gets NaN there.
-    """
-    U = np.asarray(U, dtype=np.float32)
-    n = U.shape[0]
-    alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (Y.shape[1],))
-    out = np.empty(Y.shape, dtype=np.float32)
-    block = max(1, block_bytes // (4 * n))
-    inverses: dict = {}
-    for c0 in range(0, Y.shape[1], block):
-        Yb = np.asarray(Y[:, c0:c0 + block], dtype=np.float32)
-        mean = Yb.mean(axis=0, dtype=np.float64).astype(np.float32)
-        ridge.loo_block(U, s, U.T @ (Yb - mean), mean, Yb, alpha[c0:c0 + block], out[:, c0:c0 + block], inverses)
-    return out

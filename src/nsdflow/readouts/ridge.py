@@ -278,10 +278,9 @@ def loo_block(U, s, UtY, mean, Y, alpha, out: np.ndarray, inverses: dict | None 
     s2 = np.asarray(s, dtype=np.float64)[:, None] ** 2
     B = (s2 / (s2 + alpha[None, :])).astype(np.float32)
     B *= UtY  # diag(s^2 / (s^2 + a)) U'(y - mean): the centred fitted values' coefficients
-    F = out  # every pass below runs in place (a column block of a wider array is a strided view)
-    np.matmul(U, B, out=F)
-    F += mean
-    F -= Y  # minus the residuals
+    np.matmul(U, B, out=out)  # every pass runs in place (a column block of a wider array is a strided view)
+    out += mean
+    out -= Y  # minus the residuals
     inverses = {} if inverses is None else inverses
     distinct, which = np.unique(alpha, return_inverse=True)
     which = which.ravel()
@@ -295,23 +294,23 @@ def loo_block(U, s, UtY, mean, Y, alpha, out: np.ndarray, inverses: dict | None 
             g[bad] = 0.0  # finite, for the product below; those rows become NaN
             inverses[a] = (g, bad)
     if len(distinct) == 1:
-        F *= inverses[distinct[0]][0][:, None]
+        out *= inverses[distinct[0]][0][:, None]
     else:  # each column scaled by its alpha's 1 / (1 - h): a product with a one-hot (alphas x t)
         # matrix, a row tile at a time (fancy-indexing the columns is 10x slower)
         G = np.stack([inverses[a][0] for a in distinct.tolist()], axis=1)  # (n, alphas)
-        onehot = np.zeros((len(distinct), F.shape[1]), np.float32)
-        onehot[which, np.arange(F.shape[1])] = 1.0
-        rows = max(1, min(F.shape[0], 2**21 // max(1, F.shape[1])))  # tiles of 8 MB
-        tile = np.empty((rows, F.shape[1]), np.float32)
-        for r0 in range(0, F.shape[0], rows):
-            m = min(rows, F.shape[0] - r0)
+        onehot = np.zeros((len(distinct), out.shape[1]), np.float32)
+        onehot[which, np.arange(out.shape[1])] = 1.0
+        rows = max(1, min(out.shape[0], 2**21 // max(1, out.shape[1])))  # tiles of 8 MB
+        tile = np.empty((rows, out.shape[1]), np.float32)
+        for r0 in range(0, out.shape[0], rows):
+            m = min(rows, out.shape[0] - r0)
             np.matmul(G[r0:r0 + m], onehot, out=tile[:m])
-            F[r0:r0 + m] *= tile[:m]
+            out[r0:r0 + m] *= tile[:m]
     for j, a in enumerate(distinct.tolist()):
         bad = inverses[a][1]
         if bad.size:
-            F[np.ix_(bad, np.flatnonzero(which == j))] = np.nan
-    F += Y  # y - e / (1 - h)
+            out[np.ix_(bad, np.flatnonzero(which == j))] = np.nan
+    out += Y  # y - e / (1 - h)
 
 
 def loo_errors(U, s, UtY, Yc, alphas, inv_d=None, xp=None):
