@@ -82,6 +82,25 @@ def test_linear_fits_make_leave_one_out_predictions_only_for_an_ensemble_that_re
     assert plan.fit_model("alex_again") == "alex_ridge" and json.loads(plan.fit_spec("alex_ridge"))["loo"]
 
 
+def test_an_ensemble_that_selects_on_oof_reruns_its_ridge_members_fits_and_no_other():
+    from nsdflow.dag import Dag
+
+    def fit_keys(config):
+        dag = Dag(make_plan(validated(config)))
+        return {m: dag.key("fit", model=m, subject="subj01", hemi="lh", region="PPA") for m in ("alex_ridge", "clip_ridge")}
+
+    config = tiny_config()
+    before = fit_keys(config)
+    config["ensembles"] = {"mix": {"models": ["alex_ridge", "clip_ridge"], "select_on": "val"}}
+    assert fit_keys(config) == before  # weights on the validation split: the fits are as they were
+    config["models"]["clip_again"] = dict(config["models"]["clip_ridge"])
+    config["ensembles"] = {"mix": {"models": ["alex_ridge", "clip_again"], "method": "softmax"}}
+    after = fit_keys(config)
+    assert after["alex_ridge"] != before["alex_ridge"] and after["clip_ridge"] != before["clip_ridge"]
+    config["ensembles"] = {"mix": {"models": ["alex_ridge", "clip_again"], "method": "softmax", "select_on": "val"}}
+    assert fit_keys(config) == before
+
+
 def test_brain_maps_are_drawn_for_the_named_models_only():
     from nsdflow.dag import Dag
 
